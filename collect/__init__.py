@@ -1,0 +1,1 @@
+"""weightcast stage: collect."""

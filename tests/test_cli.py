@@ -1,0 +1,63 @@
+"""The `weightcast` console script and `python -m zoo`, run as a user would."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+from zoo.tasks import TASKS
+
+DEBUG_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "zoo" / "debug.yaml")
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("weightcast ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "zoo" in help_text
+    with pytest.raises(SystemExit):
+        main(["zoo", "train", "--help"])
+    assert "key.sub=value" in capsys.readouterr().out
+
+
+def test_zoo_list_json(capsys):
+    assert main(["zoo", "list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    archs = {a["name"]: a for a in listing["architectures"]}
+    assert {"mlp", "lenet5", "resnet20", "resnet32", "gru", "lstm", "causal-transformer"} <= set(archs)
+    assert all(a["parameters"] > 0 for a in archs.values())
+    assert {t["name"] for t in listing["tasks"]} == set(TASKS.names())
+    assert {"train", "heldout"} == {t["split"] for t in listing["tasks"]}
+    assert {o["name"] for o in listing["optimizers"]} == {"sgd", "adam", "adamw", "rmsprop"}
+
+
+def test_zoo_train_writes_a_self_describing_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["zoo", "train", "--config", DEBUG_CONFIG, "train.epochs=2", f"out_dir={out}"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "val accuracy" in printed
+    for name in ("config.yaml", "meta.json", "metrics.jsonl", "model.safetensors", "curve.png"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert "epochs: 2" in (out / "config.yaml").read_text()
+
+
+def test_config_errors_exit_2_with_a_message(capsys):
+    assert main(["zoo", "train", "train.arch=nope"]) == 2
+    assert "unknown architecture 'nope'; valid:" in capsys.readouterr().err
+    assert main(["zoo", "train", "train.optimiser.lr=1"]) == 2
+    assert "unknown config key 'train.optimiser'" in capsys.readouterr().err
+
+
+def test_python_dash_m_zoo():
+    out = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, check=True).stdout
+    assert "architectures" in out and "mnist1d" in out

@@ -1,0 +1,169 @@
+"""The predictor interface of the `train_predictor` stage, and the `PREDICTORS` registry.
+
+Every predictor is element-wise: it reads the recent history of N scalar weights as a window
+(N, input_length), oldest step first, and predicts their future values. `train_predictor` fits
+the trainable ones per layer type; `eval` and the live-training policy call `predict`.
+
+Contract of a `Predictor` subclass:
+- `kind` (class attribute): its registry name; `trainable` (class attribute).
+- `input_length`: how many past values per scalar `forward`/`predict` read.
+- `horizons`: the steps after the last input that `forward` returns, one column each: `(horizon,)`
+  for nowcasters and rule-based fits, `(1, ..., m)` for multi-step farcasters.
+- `horizon`: the step `predict` returns by default (the last of `horizons`).
+- `forward(window) -> (N, len(horizons))`: differentiable, in the window's units.
+- `predict(window, horizon=None) -> (N,)` and `predict_path(window) -> (N, len(horizons))`:
+  inference only (no autograd), chunked over scalars, output in the window's dtype and device.
+- `loss(window, target) -> scalar`: training objective, regularization included (trainable only).
+- `config`: the JSON-able constructor keyword arguments; `build_predictor(kind, **config)` rebuilds
+  an identical architecture (load the state dict to get identical outputs).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from zoo.config import ConfigError
+from zoo.registry import Registry
+
+__all__ = ["Predictor", "PREDICTORS", "register_predictor", "build_predictor", "DEFAULT_CHUNK_SIZE"]
+
+# Scalars per inference chunk: bounds the memory of one forward (WNN holds ~8 (chunk, 64)
+# activations at once, ~2 GB in float32 at 1e6).
+DEFAULT_CHUNK_SIZE = 1_000_000
+
+PREDICTORS: Registry[type["Predictor"]] = Registry("predictor")
+
+_JSON_SCALARS = (bool, int, float, str)
+
+
+class Predictor(nn.Module):
+    """Base class of all element-wise weight predictors (see the module docstring)."""
+
+    kind: ClassVar[str] = ""
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, *, input_length: int, horizon: int, config: dict[str, Any]):
+        super().__init__()
+        if input_length < 1 or horizon < 1:
+            raise self.config_error(f"input_length and horizon must be >= 1, got {input_length}, {horizon}")
+        bad = {k: v for k, v in config.items() if not isinstance(v, _JSON_SCALARS)}
+        if bad:
+            raise self.config_error(f"config values must be bool, int, float or str, got {bad}")
+        self.input_length = int(input_length)
+        self.horizon = int(horizon)
+        self._config = dict(config)
+
+    @classmethod
+    def config_error(cls, message: str) -> ConfigError:
+        """The exception subclasses raise for an invalid constructor argument."""
+        return ConfigError(f"predictor {cls.kind!r}: {message}")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON values) that rebuild this predictor."""
+        return dict(self._config)
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        """Steps after the last input covered by the columns of `forward`'s output."""
+        return (self.horizon,)
+
+    def supports_horizon(self, horizon: int) -> bool:
+        """Whether `predict(window, horizon)` is defined (rule-based fits extrapolate anywhere)."""
+        return horizon in self.horizons
+
+    def extrapolate(self, window: Tensor, horizon: int) -> Tensor:
+        """(N, L) -> (N,) value `horizon` steps after the last input; differentiable.
+        Rule-based fits override this to evaluate any horizon."""
+        return self(window)[:, self.horizons.index(horizon)]
+
+    def loss(self, window: Tensor, target: Tensor) -> Tensor:
+        """Scalar training loss on (window (N, L), target (N,) or (N, len(horizons)))."""
+        raise TypeError(f"predictor {self.kind!r} is rule-based (trainable=False): it has no loss")
+
+    def predict(
+        self, window: Tensor, horizon: int | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Tensor:
+        """(N, input_length) -> (N,): the value `horizon` (default `self.horizon`) steps after
+        the last input, without autograd, `chunk_size` scalars at a time."""
+        horizon = self.horizon if horizon is None else horizon
+        if not self.supports_horizon(horizon):
+            raise ValueError(
+                f"predictor {self.kind!r} cannot predict horizon={horizon}; it covers {self.horizons}"
+            )
+        return self._chunked(window, lambda w: self.extrapolate(w, horizon), chunk_size)
+
+    def predict_path(self, window: Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+        """(N, input_length) -> (N, len(horizons)): the values at all of `horizons`."""
+        return self._chunked(window, self, chunk_size)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+
+    def check_window(self, window: Tensor) -> None:
+        """Raise `ValueError` unless `window` is a floating (N, input_length) tensor."""
+        if window.dim() != 2 or window.shape[1] != self.input_length:
+            raise ValueError(
+                f"predictor {self.kind!r} takes windows of shape (N, {self.input_length}), "
+                f"got {tuple(window.shape)}"
+            )
+        if not window.is_floating_point():
+            raise ValueError(f"windows must be floating point, got {window.dtype}")
+
+    def check_target(self, window: Tensor, target: Tensor) -> Tensor:
+        """Validate a training pair; return the target as (N, len(horizons))."""
+        self.check_window(window)
+        width = len(self.horizons)
+        if target.dim() == 1 and width == 1:
+            target = target[:, None]
+        if target.shape != (window.shape[0], width):
+            raise ValueError(
+                f"predictor {self.kind!r} needs targets of shape ({window.shape[0]}, {width})"
+                + (f" or ({window.shape[0]},)" if width == 1 else "")
+                + f" for {window.shape[0]} windows, got {tuple(target.shape)}"
+            )
+        return target
+
+    def _chunked(
+        self, window: Tensor, fn: Callable[[Tensor], Tensor], chunk_size: int
+    ) -> Tensor:
+        """Apply `fn` chunk by chunk under no_grad, in the parameters' dtype/device (trainable
+        predictors) or at least float32 (rule-based), and return in the window's dtype/device."""
+        self.check_window(window)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        param = next(self.parameters(), None)
+        if param is not None:
+            dtype, device = param.dtype, param.device
+        else:
+            dtype, device = torch.promote_types(window.dtype, torch.float32), window.device
+        with torch.no_grad():
+            outs = [
+                fn(chunk.to(device=device, dtype=dtype)).to(device=window.device, dtype=window.dtype)
+                for chunk in window.split(chunk_size)
+            ]
+        return torch.cat(outs)
+
+
+def register_predictor(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator: register a `Predictor` subclass in `PREDICTORS` under its `kind`."""
+    if not (isinstance(cls, type) and issubclass(cls, Predictor) and cls.kind):
+        raise TypeError(f"{cls!r} must be a Predictor subclass with a non-empty `kind`")
+    return PREDICTORS.register(cls.kind)(cls)
+
+
+def build_predictor(kind: str, **config: Any) -> Predictor:
+    """Build the predictor registered as `kind` from its config (e.g. `p.config`)."""
+    cls = PREDICTORS.get(kind)
+    try:
+        inspect.signature(cls).bind(**config)
+    except TypeError:
+        valid = list(inspect.signature(cls).parameters)
+        raise ConfigError(
+            f"bad config keys {sorted(config)} for predictor {kind!r}; valid keys: {valid}"
+        ) from None
+    return cls(**config)

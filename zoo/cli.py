@@ -1,0 +1,72 @@
+"""The `weightcast` console script. Each stage contributes a `Command` through the entry-point
+group `weightcast.commands` (declared in pyproject.toml), so `zoo` never imports a later stage;
+`python -m <stage>` runs the same command on its own."""
+
+import argparse
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Callable, Sequence
+
+from zoo.config import ConfigError
+from zoo.registry import UnknownNameError
+from zoo.rundir import package_version
+
+__all__ = ["Command", "main", "run_command", "add_config_arguments"]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # the subcommand: `weightcast <name>`
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]  # adds arguments and sets `func`
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """`--config FILE` and trailing `key.sub=value` overrides, the same for every stage."""
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"YAML config (e.g. configs/{stage}/debug.yaml); defaults if omitted"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="weightcast",
+        description="Meta-learned weight predictors that speed up neural-network training. "
+        "Stages in pipeline order: zoo -> collect -> train-predictor -> eval.",
+    )
+    parser.add_argument("--version", action="version", version=f"weightcast {package_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in _commands():
+        command.configure(subparsers.add_parser(command.name, help=command.help, description=command.help))
+    return _dispatch(parser, argv)
+
+
+def run_command(command: Command, argv: Sequence[str] | None = None) -> int:
+    """`python -m <stage>`: one stage's command on its own."""
+    parser = argparse.ArgumentParser(prog=f"weightcast {command.name}", description=command.help)
+    command.configure(parser)
+    return _dispatch(parser, argv)
+
+
+def _commands() -> list[Command]:
+    order = ["zoo", "collect", "train-predictor", "eval"]  # pipeline order, later additions after
+    found = [ep.load() for ep in entry_points(group="weightcast.commands")]
+    return sorted(found, key=lambda c: (order.index(c.name) if c.name in order else len(order), c.name))
+
+
+def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UnknownNameError) as err:
+        print(f"weightcast: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The zoo's tasks: data + loss + metric + split, looked up by name in `TASKS`.
+
+Importing this package registers every task: built-in ones (generated or bundled, offline and
+deterministic) and file-based ones that read MNIST / Fashion-MNIST / CIFAR from a local folder.
+"""
+
+from zoo.tasks import files, mnist1d, sklearn_data, synthetic, text  # noqa: F401  (registration)
+from zoo.tasks.base import (
+    INPUT_KINDS,
+    MODALITIES,
+    SPLITS,
+    Task,
+    TaskSpec,
+    task_loss,
+    task_metric,
+)
+from zoo.tasks.registry import TASKS, get_task
+
+__all__ = [
+    "INPUT_KINDS",
+    "MODALITIES",
+    "SPLITS",
+    "TASKS",
+    "Task",
+    "TaskSpec",
+    "get_task",
+    "task_loss",
+    "task_metric",
+]

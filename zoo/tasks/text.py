@@ -1,0 +1,119 @@
+"""Built-in character-level language modelling task (`stdlib-chars`) on the docstrings of Python's
+own standard library: text that every Python installation ships, so the task needs no download.
+Part of **zoo**; `heldout`, for zero-shot evaluation on a new modality.
+
+The corpus is deterministic for one Python version: the stdlib's .py files in sorted path order
+(test folders left out), each file's docstrings in source order. Docstrings change between Python
+releases (patch releases included), so the task's exact text, and hence its numbers, depend on
+the interpreter that builds it; the description records the version.
+"""
+
+from __future__ import annotations
+
+import ast
+import platform
+import sysconfig
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from zoo.tasks.base import Task, TaskSpec
+from zoo.tasks.registry import TASKS
+
+__all__ = ["VOCAB", "UNKNOWN_ID", "VOCAB_SIZE", "SEQ_LEN", "encode", "decode", "stdlib_docstrings", "stdlib_chars"]
+
+# Printable ASCII (95 characters, space to '~') then newline; everything else is UNKNOWN_ID.
+VOCAB = "".join(map(chr, range(32, 127))) + "\n"
+UNKNOWN_ID = len(VOCAB)  # 96
+VOCAB_SIZE = len(VOCAB) + 1  # 97
+SEQ_LEN = 64
+NUM_WINDOWS = 24_000  # 20000 train + 4000 val windows of SEQ_LEN characters
+_SKIPPED_FOLDERS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
+
+
+def encode(text: str) -> np.ndarray:
+    """Token ids (len(text),) int64 of `text` in `VOCAB`, unknown characters as `UNKNOWN_ID`."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    table = np.full(128, UNKNOWN_ID, dtype=np.int64)
+    table[[ord(c) for c in VOCAB]] = np.arange(len(VOCAB))
+    return np.where(codes < 128, table[np.minimum(codes, 127)], UNKNOWN_ID)
+
+
+def decode(ids: np.ndarray | torch.Tensor) -> str:
+    """Text of token ids; `UNKNOWN_ID` becomes U+FFFD."""
+    return "".join(VOCAB[i] if i < len(VOCAB) else "\ufffd" for i in np.asarray(ids).tolist())
+
+
+def stdlib_docstrings(max_chars: int, stdlib: str | Path | None = None) -> str:
+    """The first `max_chars` characters of the docstrings (module, class, function) of the .py files
+    under `stdlib` (default: this interpreter's standard library), files in sorted order, docstrings
+    separated by a blank line."""
+    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
+    pieces: list[str] = []
+    total = 0
+    for path in _source_files(root):
+        for doc in _docstrings(path):
+            pieces.append(doc)
+            total += len(doc) + 2
+        if total >= max_chars:
+            break
+    return "\n\n".join(pieces)[:max_chars]
+
+
+@TASKS.register("stdlib-chars", modality="text", split="heldout", input_kind="tokens", needs_data_dir=False)
+def stdlib_chars(data_dir: str | None = None) -> Task:
+    """Next-character prediction on windows of 64 characters of stdlib docstrings (vocabulary 97):
+    the first 20000 windows train, the last 4000 val (contiguous, so val is unseen modules)."""
+    ids = torch.as_tensor(encode(stdlib_docstrings(NUM_WINDOWS * SEQ_LEN + 1)))
+    n_windows = (len(ids) - 1) // SEQ_LEN
+    n_val = n_windows // 6
+    # Non-overlapping windows; targets are the inputs shifted by one character.
+    x = ids[: n_windows * SEQ_LEN].view(n_windows, SEQ_LEN)  # (n_windows, 64)
+    y = ids[1 : n_windows * SEQ_LEN + 1].view(n_windows, SEQ_LEN)  # (n_windows, 64)
+    n_train = n_windows - n_val
+    return Task(
+        name="stdlib-chars",
+        modality="text",
+        split="heldout",
+        spec=TaskSpec("tokens", (SEQ_LEN,), VOCAB_SIZE, "language_model"),
+        x_train=x[:n_train],
+        y_train=y[:n_train],
+        x_val=x[n_train:],
+        y_val=y[n_train:],
+        description=f"character LM on Python {platform.python_version()} stdlib docstrings "
+        f"({len(ids)} characters, printable ASCII + newline + unknown)",
+    )
+
+
+def _source_files(root: Path) -> list[Path]:
+    """The .py files under `root` in sorted relative-path order, test and package folders skipped."""
+    files = (p.relative_to(root) for p in root.rglob("*.py"))
+    return [root / p for p in sorted(files, key=Path.as_posix) if not _SKIPPED_FOLDERS & set(p.parts)]
+
+
+def _docstrings(path: Path) -> Iterator[str]:
+    """Docstrings of the module at `path` and of every class and function in it, in source order;
+    nothing for a file that does not parse (a few stdlib files are deliberately broken)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning: invalid escape sequences in old files
+            tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError):
+        return
+    yield from _walk_docstrings(tree)
+
+
+def _walk_docstrings(node: ast.AST) -> Iterator[str]:
+    # Docstrings live only in statement bodies, so descend through statements and skip expressions
+    # (far faster than ast.walk on the whole stdlib).
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        doc = ast.get_docstring(node)
+        if doc:
+            yield doc
+    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for child in getattr(node, field, ()):
+            if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
+                yield from _walk_docstrings(child)
