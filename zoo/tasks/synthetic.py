@@ -12,6 +12,8 @@ problem instance per seed for the trajectory benchmark (200 problems each).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -71,11 +73,11 @@ def make_shapes(num_samples: int, seed: int, size: int = 16) -> tuple[np.ndarray
     yy, xx = np.mgrid[0:size, 0:size] + 0.5  # pixel centres, (size, size) each
     images = np.empty((num_samples, 1, size, size), dtype=np.float32)
     for i, label in enumerate(labels):
-        r = rng.uniform(0.17, 0.34) * size  # half-extent of the shape, in pixels
+        r = rng.uniform(0.2, 0.4) * size  # half-extent of the shape, in pixels
         cy, cx = rng.uniform(r, size - r, 2)
-        mask = _shape_mask(int(label), yy - cy, xx - cx, r, rng)
-        noise = rng.normal(0.0, rng.uniform(0.15, 0.45), (size, size))
-        images[i, 0] = rng.uniform(-0.2, 0.2) + rng.uniform(0.5, 1.0) * mask + noise
+        mask = _SHAPES[SHAPE_CLASSES[label]](yy - cy, xx - cx, r, rng)
+        noise = rng.normal(0.0, rng.uniform(0.05, 0.3), (size, size))
+        images[i, 0] = rng.uniform(-0.2, 0.2) + rng.uniform(0.6, 1.0) * mask + noise
     return images, labels.astype(np.int64)
 
 
@@ -127,34 +129,44 @@ def _syn_task(name: str, x: np.ndarray, y: np.ndarray) -> Task:
     )
 
 
-def _shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of shape `label` with half-extent `r`, from the pixel offsets
-    `dy`, `dx` (size, size) to the shape's centre."""
-    box = np.maximum(np.abs(dx), np.abs(dy))  # Chebyshev distance: squares
-    dist = np.hypot(dx, dy)  # Euclidean distance: disks
-    line = 0.9  # half-thickness of strokes, in pixels
-    if label == 0:
-        return _inside(r - box)
-    if label == 1:
-        return _inside(line - np.abs(box - (r - line)))
-    if label == 2:
-        return _inside(r - dist)
-    if label == 3:
-        return _inside(line - np.abs(dist - (r - line)))
-    if label == 4:
-        dy = dy * rng.choice([-1.0, 1.0])  # apex up or down
-        return _inside(np.minimum(r - np.abs(dy), (dy + r) / 2 - np.abs(dx)))
-    if label == 5:
-        return np.maximum(_inside(np.minimum(line - np.abs(dx), r - np.abs(dy))),
-                          _inside(np.minimum(line - np.abs(dy), r - np.abs(dx))))  # fmt: skip
-    if label == 6:
-        return _inside(np.minimum(1.5 * line - np.abs(dy), r - np.abs(dx)))
-    if label == 7:
-        return _inside(np.minimum(1.5 * line - np.abs(dx), r - np.abs(dy)))
-    if label == 8:
-        across = np.abs(dx - rng.choice([-1.0, 1.0]) * dy) / np.sqrt(2.0)  # either diagonal
-        return _inside(np.minimum(line - across, r - box))
-    centres = rng.uniform(-r, r, (rng.integers(3, 6), 2))  # 3-5 dots of radius 1
+# Each shape: pixel offsets dy, dx (size, size) to its centre, half-extent r (pixels), rng ->
+# anti-aliased coverage in [0, 1]. Strokes are 2 * _LINE pixels thick.
+_LINE = 0.9
+_ShapeFn = Callable[[np.ndarray, np.ndarray, float, np.random.Generator], np.ndarray]
+_SHAPES: dict[str, _ShapeFn] = {
+    "square": lambda dy, dx, r, rng: _inside(r - _box(dy, dx)),
+    "square-outline": lambda dy, dx, r, rng: _inside(_LINE - np.abs(_box(dy, dx) - (r - _LINE))),
+    "disk": lambda dy, dx, r, rng: _inside(r - np.hypot(dx, dy)),
+    "ring": lambda dy, dx, r, rng: _inside(_LINE - np.abs(np.hypot(dx, dy) - (r - _LINE))),
+    "triangle": lambda dy, dx, r, rng: _triangle(dy * rng.choice([-1.0, 1.0]), dx, r),  # apex up or down
+    "plus": lambda dy, dx, r, rng: np.maximum(_bar(dy, dx, r, _LINE), _bar(dx, dy, r, _LINE)),
+    "horizontal-bar": lambda dy, dx, r, rng: _bar(dy, dx, r, 1.5 * _LINE),
+    "vertical-bar": lambda dy, dx, r, rng: _bar(dx, dy, r, 1.5 * _LINE),
+    "diagonal": lambda dy, dx, r, rng: _diagonal(dy * rng.choice([-1.0, 1.0]), dx, r),  # either one
+    "dots": lambda dy, dx, r, rng: _dots(dy, dx, rng.uniform(-r, r, (rng.integers(3, 6), 2))),
+}
+assert tuple(_SHAPES) == SHAPE_CLASSES
+
+
+def _box(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(dx), np.abs(dy))  # Chebyshev distance: its level sets are squares
+
+
+def _triangle(dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    return _inside(np.minimum(r - np.abs(dy), (dy + r) / 2 - np.abs(dx)))  # apex at dy = -r
+
+
+def _bar(across: np.ndarray, along: np.ndarray, r: float, half_width: float) -> np.ndarray:
+    return _inside(np.minimum(half_width - np.abs(across), r - np.abs(along)))
+
+
+def _diagonal(dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    across = np.abs(dx - dy) / np.sqrt(2.0)
+    return _inside(np.minimum(_LINE - across, r - _box(dy, dx)))
+
+
+def _dots(dy: np.ndarray, dx: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Dots of radius 1 at `centres` (k, 2)."""
     return np.max([_inside(1.0 - np.hypot(dy - cy, dx - cx)) for cy, cx in centres], axis=0)
 
 
