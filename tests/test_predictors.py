@@ -108,8 +108,7 @@ def test_wnn_prediction_formula_and_bound():
 def test_wnn_init_bounds():
     torch.manual_seed(0)
     wnn = WNN()
-    stream_layers = [s.inp for s in (wnn.values, wnn.diffs)] + [s.out for s in (wnn.values, wnn.diffs)]
-    for layer in stream_layers:  # VarianceScaling(0.1, fan_in, uniform)
+    for layer in wnn.stream_layers():  # VarianceScaling(0.1, fan_in, uniform)
         limit = math.sqrt(3 * 0.1 / layer.in_features)
         assert layer.weight.abs().max() <= limit and layer.weight.abs().max() > 0.8 * limit
     keras_default = [wnn.head] + [
@@ -128,7 +127,8 @@ def test_wnn_loss_is_normalized_l1_plus_penalties():
     with torch.no_grad():
         wnn.head.weight.zero_()
         wnn.head.bias.zero_()
-    layers = [wnn.values.inp, wnn.diffs.inp, wnn.values.out, wnn.diffs.out]
+    layers = [wnn.values.inp, wnn.diffs.inp, wnn.values.out, wnn.diffs.out]  # not the act network
+    assert set(layers) == set(wnn.stream_layers())
     kernels = sum(layer.weight.abs().sum().item() for layer in layers)
     assert math.isclose(wnn.regularization().item(), 1e-6 * kernels, rel_tol=1e-5)
     window = torch.tensor([[1.0, 2.0, 4.0, 3.0, 5.0]])

@@ -21,7 +21,7 @@ Contract of a `Predictor` subclass:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from zoo.config import ConfigError
 from zoo.registry import Registry
 
-__all__ = ["Predictor", "PREDICTORS", "register_predictor", "build_predictor", "DEFAULT_CHUNK_SIZE"]
+__all__ = [
+    "Predictor",
+    "RuleBasedPredictor",
+    "PREDICTORS",
+    "register_predictor",
+    "build_predictor",
+    "DEFAULT_CHUNK_SIZE",
+]
 
 # Scalars per inference chunk: bounds the memory of one forward (WNN holds ~8 (chunk, 64)
 # activations at once, ~2 GB in float32 at 1e6).
@@ -147,6 +154,20 @@ class Predictor(nn.Module):
                 for chunk in window.split(chunk_size)
             ]
         return torch.cat(outs)
+
+
+class RuleBasedPredictor(Predictor):
+    """A fixed rule without parameters that extrapolates to any horizon >= 1; subclasses
+    implement `extrapolate(window, horizon)`."""
+
+    trainable = False
+
+    def supports_horizon(self, horizon: int) -> bool:
+        return horizon >= 1
+
+    def forward(self, window: Tensor) -> Tensor:
+        """(N, L) -> (N, 1) value `horizon` steps after the last input."""
+        return self.extrapolate(window, self.horizon)[:, None]
 
 
 def register_predictor(cls: type[Predictor]) -> type[Predictor]:

@@ -9,8 +9,8 @@ steps ahead is the fitted curve at tau = L - 1 + horizon. Fits extrapolate to an
   eqs. 14-15: prediction = w^T A^T (A A^T + rho I)^{-1} v(tau*), with A's rows the powers of tau
   (tau^d, ..., tau, 1) and v(tau*) the same powers at the target. For fixed L and horizon this is
   a fixed linear map of the window (a vector of L weights), computed once in float64. As written
-  in the paper the ridge shrinks every coefficient, the intercept included, toward 0, so rho > 0
-  pulls predictions toward 0 (the default rho = 0 is plain least squares).
+  in the paper the ridge shrinks every coefficient, the intercept included, toward 0, so a large
+  rho pulls predictions toward 0 (not monotonically); the default rho = 0 is least squares.
 - "exp-fit": w(tau) = a + b r^tau (eq. 20, r = e^{-c}) with r estimated from the window's
   successive differences (d_{tau+1} = r d_tau: least squares ratio) and clamped to [0, 1], then
   (a, b) by least squares. Written with the feature v_tau = 1 + r + ... + r^{tau-1} (an affine
@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from train_predictor.predictors.base import Predictor, register_predictor
+from train_predictor.predictors.base import RuleBasedPredictor, register_predictor
 
 __all__ = ["NoJump", "PolynomialFit", "LinearFit", "Poly2Fit", "ExpFit", "polynomial_fit_map"]
 
@@ -41,30 +41,22 @@ def polynomial_fit_map(input_length: int, horizon: int, degree: int, rho: float)
 
 
 @register_predictor
-class NoJump(Predictor):
+class NoJump(RuleBasedPredictor):
     """The last value, whatever the horizon."""
 
     kind = "no-jump"
-    trainable = False
 
     def __init__(self, input_length: int = 1, horizon: int = 1):
-        super().__init__(input_length=input_length, horizon=horizon,
-                         config=dict(input_length=input_length, horizon=horizon))  # fmt: skip
-
-    def supports_horizon(self, horizon: int) -> bool:
-        return horizon >= 1
+        config = dict(input_length=input_length, horizon=horizon)
+        super().__init__(input_length=input_length, horizon=horizon, config=config)
 
     def extrapolate(self, window: Tensor, horizon: int) -> Tensor:
         return window[:, -1].clone()
 
-    def forward(self, window: Tensor) -> Tensor:
-        return self.extrapolate(window, self.horizon)[:, None]
 
-
-class PolynomialFit(Predictor):
+class PolynomialFit(RuleBasedPredictor):
     """Ridge polynomial fit of degree `degree` (class attribute) over the window."""
 
-    trainable = False
     degree: ClassVar[int]
 
     def __init__(self, input_length: int = 5, horizon: int = 5, rho: float = 0.0):
@@ -73,21 +65,15 @@ class PolynomialFit(Predictor):
                 f"need rho >= 0, and input_length > {self.degree} when rho == 0; "
                 f"got {input_length=}, {rho=}"
             )
-        super().__init__(input_length=input_length, horizon=horizon,
-                         config=dict(input_length=input_length, horizon=horizon, rho=rho))  # fmt: skip
+        config = dict(input_length=input_length, horizon=horizon, rho=rho)
+        super().__init__(input_length=input_length, horizon=horizon, config=config)
         self.rho = rho
         self._maps: dict[int, Tensor] = {}  # horizon -> (L,) float64 map
-
-    def supports_horizon(self, horizon: int) -> bool:
-        return horizon >= 1
 
     def extrapolate(self, window: Tensor, horizon: int) -> Tensor:
         if horizon not in self._maps:
             self._maps[horizon] = polynomial_fit_map(self.input_length, horizon, self.degree, self.rho)
         return window @ self._maps[horizon].to(device=window.device, dtype=window.dtype)
-
-    def forward(self, window: Tensor) -> Tensor:
-        return self.extrapolate(window, self.horizon)[:, None]
 
 
 @register_predictor
@@ -107,20 +93,16 @@ class Poly2Fit(PolynomialFit):
 
 
 @register_predictor
-class ExpFit(Predictor):
+class ExpFit(RuleBasedPredictor):
     """Exponential approach to an asymptote, a + b r^tau with r in [0, 1] (module docstring)."""
 
     kind = "exp-fit"
-    trainable = False
 
     def __init__(self, input_length: int = 5, horizon: int = 5):
         if input_length < 3:
             raise self.config_error(f"input_length must be >= 3 (two differences), got {input_length}")
-        super().__init__(input_length=input_length, horizon=horizon,
-                         config=dict(input_length=input_length, horizon=horizon))  # fmt: skip
-
-    def supports_horizon(self, horizon: int) -> bool:
-        return horizon >= 1
+        config = dict(input_length=input_length, horizon=horizon)
+        super().__init__(input_length=input_length, horizon=horizon, config=config)
 
     def extrapolate(self, window: Tensor, horizon: int) -> Tensor:
         length = window.shape[1]
@@ -140,6 +122,3 @@ class ExpFit(Predictor):
         mean = window.mean(dim=1, keepdim=True)
         slope = (centered * (window - mean)).sum(dim=1) / centered.square().sum(dim=1)
         return mean[:, 0] + slope * (target[:, 0] - feature.mean(dim=1))
-
-    def forward(self, window: Tensor) -> Tensor:
-        return self.extrapolate(window, self.horizon)[:, None]

@@ -51,7 +51,6 @@ class LinearFarcaster(Predictor):
     def __init__(
         self,
         columns: Sequence[int],
-        *,
         input_length: int,
         horizon: int,
         normalize: bool,
@@ -66,8 +65,15 @@ class LinearFarcaster(Predictor):
                 f"need eps > 0, reg_weight >= 0 and reg_start >= 1, got {eps=}, {reg_weight=}, "
                 f"{reg_start=}"
             )
-        config = dict(input_length=input_length, horizon=horizon, normalize=normalize, eps=eps,
-                      reg_weight=reg_weight, reg_start=reg_start, **member_config)  # fmt: skip
+        config = dict(
+            input_length=input_length,
+            horizon=horizon,
+            normalize=normalize,
+            eps=eps,
+            reg_weight=reg_weight,
+            reg_start=reg_start,
+            **member_config,
+        )
         super().__init__(input_length=input_length, horizon=horizon, config=config)
         self.columns = tuple(int(c) for c in columns)
         if not self.columns or not all(0 <= c < input_length for c in self.columns):
@@ -82,9 +88,11 @@ class LinearFarcaster(Predictor):
 
     def forward(self, window: Tensor) -> Tensor:
         """(N, L) -> (N, m) values 1..m steps after the last input."""
-        inputs, anchor, scale = self._inputs(window)
-        path = self.linear(inputs)
-        return path if anchor is None else torch.addcmul(anchor, scale, path)
+        return self._rows(window, slice(None))
+
+    def extrapolate(self, window: Tensor, horizon: int) -> Tensor:
+        """(N, L) -> (N,): only the output row of `horizon`, not the whole path."""
+        return self._rows(window, slice(horizon - 1, horizon))[:, 0]
 
     def loss(self, window: Tensor, target: Tensor) -> Tensor:
         """Mean L1 to the true futures (N, m) + reg_weight * trajectory regularizer, in the
@@ -99,6 +107,12 @@ class LinearFarcaster(Predictor):
         if self.reg_weight > 0:
             loss = loss + self.reg_weight * trajectory_regularizer(last, path, self.reg_start)
         return loss
+
+    def _rows(self, window: Tensor, rows: slice) -> Tensor:
+        """(N, L) -> (N, k) predictions at the horizons of the linear layer's output `rows`."""
+        inputs, anchor, scale = self._inputs(window)
+        path = F.linear(inputs, self.linear.weight[rows], self.linear.bias[rows])
+        return path if anchor is None else torch.addcmul(anchor, scale, path)
 
     def _inputs(self, window: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Network inputs (N, k) and, when normalized, the anchor and scale (N, 1) that map its
@@ -127,8 +141,9 @@ class LFD2(LinearFarcaster):
     ):
         if input_length < 2:
             raise self.config_error(f"input_length must be >= 2 (first and last), got {input_length}")
-        super().__init__((0, input_length - 1), input_length=input_length, horizon=horizon,
-                         normalize=normalize, eps=eps, reg_weight=reg_weight, reg_start=reg_start)  # fmt: skip
+        super().__init__(
+            (0, input_length - 1), input_length, horizon, normalize, eps, reg_weight, reg_start
+        )
 
 
 @register_predictor
@@ -166,8 +181,9 @@ class LFN(LinearFarcaster):
         reg_weight: float = 0.0,
         reg_start: int | None = None,
     ):
-        super().__init__(range(input_length), input_length=input_length, horizon=horizon,
-                         normalize=normalize, eps=eps, reg_weight=reg_weight, reg_start=reg_start)  # fmt: skip
+        super().__init__(
+            range(input_length), input_length, horizon, normalize, eps, reg_weight, reg_start
+        )
 
 
 @register_predictor
@@ -185,8 +201,9 @@ class LFL(LinearFarcaster):
         reg_weight: float = 0.0,
         reg_start: int | None = None,
     ):
-        super().__init__((input_length - 1,), input_length=input_length, horizon=horizon,
-                         normalize=normalize, eps=eps, reg_weight=reg_weight, reg_start=reg_start)  # fmt: skip
+        super().__init__(
+            (input_length - 1,), input_length, horizon, normalize, eps, reg_weight, reg_start
+        )
 
 
 @register_predictor
@@ -219,6 +236,15 @@ class LFS(LinearFarcaster):
         else:
             generator = torch.Generator().manual_seed(seed)
             columns = torch.randperm(input_length, generator=generator)[:num_samples].sort().values
-        super().__init__(columns.tolist(), input_length=input_length, horizon=horizon,
-                         normalize=normalize, eps=eps, reg_weight=reg_weight, reg_start=reg_start,
-                         num_samples=num_samples, sampling=sampling, seed=seed)  # fmt: skip
+        super().__init__(
+            columns.tolist(),
+            input_length,
+            horizon,
+            normalize,
+            eps,
+            reg_weight,
+            reg_start,
+            num_samples=num_samples,
+            sampling=sampling,
+            seed=seed,
+        )
