@@ -5,20 +5,20 @@ It implements the endpoints that huggingface_hub 2.4 calls to create a model rep
 branch, upload a folder (preupload answers "regular" for every file, so contents arrive base64 in
 the ndjson commit and neither LFS nor Xet is involved), resolve a revision, list a tree and
 download a file, with the headers huggingface_hub reads (X-Repo-Commit, ETag, Content-Length,
-X-Error-Code). Repositories keep every commit, under a 40-hex id, and their branches, so a
-commit id and a branch both resolve, and an unknown repository or revision answers 404 with the
-X-Error-Code that huggingface_hub maps to RepositoryNotFoundError / RevisionNotFoundError.
+X-Error-Code). Repositories keep every commit under a 40-hex id, and their branches, so a commit
+id and a branch both resolve, and an unknown repository or revision answers 404 with the
+X-Error-Code that huggingface_hub turns into RepositoryNotFoundError / RevisionNotFoundError.
 Authentication is not checked.
 
 Endpoints (repo = org/name):
-    POST      /api/repos/create                      {"name", "organization", "type"?} -> {"url"}; 409 if taken
-    POST      /api/validate-yaml                     -> {"errors": [], "warnings": []}
-    GET       /api/models/{repo}[/revision/{rev}]    -> {"id", "sha", "siblings", "private"}
-    GET       /api/models/{repo}/tree/{rev}          -> [{"type": "file", "path", "size", "oid"}]
-    POST      /api/models/{repo}/branch/{branch}     {"startingPoint"?}; 409 if it exists
-    POST      /api/models/{repo}/preupload/{rev}     {"files": [...]} -> {"files": [{"uploadMode": "regular", ...}]}
-    POST      /api/models/{repo}/commit/{rev}        ndjson (header, file, deletedFile) -> {"commitUrl", "commitOid"}
-    HEAD/GET  /{repo}/resolve/{rev}/{path}           file bytes, X-Repo-Commit, ETag, Content-Length
+    POST      /api/repos/create                    {"name", "organization"} -> {"url"}; 409 if taken
+    POST      /api/validate-yaml                   -> {"errors": [], "warnings": []}
+    GET       /api/models/{repo}[/revision/{rev}]  -> {"id", "sha", "siblings", "private"}
+    GET       /api/models/{repo}/tree/{rev}        -> [{"type": "file", "path", "size", "oid"}]
+    POST      /api/models/{repo}/branch/{branch}   {"startingPoint"?}; 409 if it exists
+    POST      /api/models/{repo}/preupload/{rev}   {"files"} -> {"files": [{"uploadMode": "regular"}]}
+    POST      /api/models/{repo}/commit/{rev}      ndjson header/file/deletedFile -> {"commitOid"}
+    HEAD/GET  /{repo}/resolve/{rev}/{path}         the file, X-Repo-Commit, ETag, Content-Length
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["HubServer", "git_blob_id"]
+__all__ = ["HubServer", "HTTPErrorReply", "git_blob_id"]
 
-_REPO = r"(?P<repo>[^/]+/[^/]+)"
-_REV = r"(?P<rev>[^/]+)"
+_GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"  # what the Hub puts in a new repo
 
 
 def git_blob_id(content: bytes) -> str:
@@ -44,8 +43,8 @@ def git_blob_id(content: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
-class HubError(Exception):
-    """An HTTP error answer: status, X-Error-Code header (None for plain errors), message."""
+class HTTPErrorReply(Exception):
+    """An error answer: HTTP status, X-Error-Code (None for plain errors), message, extra headers."""
 
     def __init__(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -60,7 +59,8 @@ class Repo:
 
 
 class HubServer:
-    """`with HubServer() as hub:` serves on `hub.url`; `hub.requests` logs "METHOD path" per request."""
+    """`with HubServer() as hub:` serves on `hub.url`; `hub.requests` logs "METHOD path" per
+    request. Tests may also seed repositories directly with `create_repo` and `commit`."""
 
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
@@ -84,32 +84,48 @@ class HubServer:
         self._thread.join()
 
     def create_repo(self, repo_id: str, private: bool = False) -> str:
-        """Create a repository whose main branch has one commit holding .gitattributes, as the Hub
-        does; return that commit's id."""
+        """A new repository whose main branch has one commit holding .gitattributes, as on the
+        Hub; returns that commit's id."""
         with self._lock:
             if repo_id in self.repos:
-                raise HubError(409, None, f"You already created this model repo: {repo_id}")
+                raise HTTPErrorReply(409, None, f"You already created this model repo: {repo_id}")
             self.repos[repo_id] = Repo(private)
-        return self.commit(repo_id, "main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
+        return self.commit(repo_id, "main", {".gitattributes": _GITATTRIBUTES})
 
-    def commit(self, repo_id: str, branch: str, files: dict[str, bytes], deleted: tuple[str, ...] = (),
-               message: str = "", parent: str | None = None) -> str:  # fmt: skip
-        """Add a commit on top of `branch` (created at the first commit) and return its id."""
+    def commit(
+        self,
+        repo_id: str,
+        branch: str,
+        files: dict[str, bytes],
+        deleted: tuple[str, ...] = (),
+        message: str = "",
+        parent: str | None = None,
+    ) -> str:
+        """Add a commit on top of `branch` (created by a repository's first commit); returns its id."""
         with self._lock:
             repo = self._repo(repo_id)
             head = repo.branches.get(branch)
             if head is None and repo.branches:
-                raise HubError(404, "RevisionNotFound", f"Invalid rev id: {branch}")
+                raise HTTPErrorReply(404, "RevisionNotFound", f"Invalid rev id: {branch}")
             if parent is not None and parent != head:
-                raise HubError(412, None, f"parent commit {parent} is not the head of {branch} ({head})")
+                raise HTTPErrorReply(412, None, f"parent commit {parent} is not the head of {branch}")
             tree = {**(repo.commits[head] if head else {}), **files}
             for path in deleted:
                 tree.pop(path, None)
-            listing = "".join(f"{p} {git_blob_id(c)}\n" for p, c in sorted(tree.items()))
-            oid = hashlib.sha1(f"{head}\n{message}\n{len(repo.commits)}\n{listing}".encode()).hexdigest()
-            repo.commits[oid] = tree
-            repo.branches[branch] = oid
-            return oid
+            listing = "".join(f"{path} {git_blob_id(content)}\n" for path, content in sorted(tree.items()))
+            oid = hashlib.sha1(f"{repo_id}\n{head}\n{message}\n{len(repo.commits)}\n{listing}".encode())
+            repo.commits[oid.hexdigest()] = tree
+            repo.branches[branch] = oid.hexdigest()
+            return oid.hexdigest()
+
+    def create_branch(self, repo_id: str, branch: str, start: str = "main") -> None:
+        """A new branch at the commit that `start` (branch or commit id) resolves to."""
+        oid, _ = self.resolve(repo_id, start)
+        with self._lock:
+            branches = self.repos[repo_id].branches
+            if branch in branches:
+                raise HTTPErrorReply(409, None, f"Reference already exists: {branch}")
+            branches[branch] = oid
 
     def resolve(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]]:
         """(commit id, files) of a branch name or a commit id."""
@@ -117,47 +133,50 @@ class HubServer:
             repo = self._repo(repo_id)
             oid = repo.branches.get(revision, revision)
             if oid not in repo.commits:
-                raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                raise HTTPErrorReply(404, "RevisionNotFound", f"Invalid rev id: {revision}")
             return oid, repo.commits[oid]
 
     def _repo(self, repo_id: str) -> Repo:
         if repo_id not in self.repos:
-            raise HubError(404, "RepoNotFound", "Repository not found")
+            raise HTTPErrorReply(404, "RepoNotFound", "Repository not found")
         return self.repos[repo_id]
 
 
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer
-    routes: list[tuple[str, re.Pattern, Callable[..., None]]]
+    routes: list[tuple[tuple[str, ...], re.Pattern, str]]  # (methods, path pattern, handler method name)
 
     def do_GET(self) -> None:
-        self._dispatch("GET")
+        self._dispatch()
 
     def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
+        self._dispatch()
 
     def do_POST(self) -> None:
-        self._dispatch("POST")
+        self._dispatch()
 
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         pass
 
-    def _dispatch(self, method: str) -> None:
+    def _dispatch(self) -> None:
         path = urlsplit(self.path).path
-        self.hub.requests.append(f"{method} {path}")
+        self.hub.requests.append(f"{self.command} {path}")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
-            for route_method, pattern, handler in self.routes:
+            for methods, pattern, handler in self.routes:
                 match = pattern.fullmatch(path)
-                if match and method in route_method.split("|"):
-                    handler(self, body, **{k: unquote(v) for k, v in match.groupdict().items() if v is not None})
+                if match and self.command in methods:
+                    args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                    getattr(self, handler)(body, **args)
                     return
-            raise HubError(404, None, f"no route for {method} {path}")
-        except HubError as err:
-            self._send(err.status, json.dumps({"error": str(err)}).encode(), "application/json",
-                       {**({"X-Error-Code": err.code} if err.code else {}), "X-Error-Message": str(err), **err.headers})  # fmt: skip
+            raise HTTPErrorReply(404, None, f"no route for {self.command} {path}")
+        except HTTPErrorReply as err:
+            headers = {"X-Error-Message": str(err), **err.headers}
+            if err.code:
+                headers["X-Error-Code"] = err.code
+            self._send(err.status, json.dumps({"error": str(err)}).encode(), "application/json", headers)
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -175,10 +194,15 @@ class _Handler(BaseHTTPRequestHandler):
     def create_repo(self, body: bytes) -> None:
         payload = json.loads(body)
         if payload.get("type", "model") != "model" or not payload.get("organization"):
-            raise HubError(400, None, f"this test Hub holds model repos named org/name; got {payload}")
+            raise HTTPErrorReply(400, None, f"this test Hub holds model repos named org/name; got {payload}")
         repo_id = f"{payload['organization']}/{payload['name']}"
-        self.hub.create_repo(repo_id, private=payload.get("visibility") == "private")
-        self._json({"url": f"{self.hub.url}/{repo_id}", "name": repo_id})
+        url = f"{self.hub.url}/{repo_id}"
+        try:
+            self.hub.create_repo(repo_id, private=payload.get("visibility") == "private")
+        except HTTPErrorReply as err:  # huggingface_hub reads the existing repo's url from the 409
+            self._json({"error": str(err), "url": url}, status=err.status)
+            return
+        self._json({"url": url, "name": repo_id})
 
     def validate_yaml(self, body: bytes) -> None:
         self._json({"errors": [], "warnings": []})
@@ -190,20 +214,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def tree(self, body: bytes, repo: str, rev: str) -> None:
         _, files = self.hub.resolve(repo, rev)
-        self._json([{"type": "file", "path": p, "size": len(c), "oid": git_blob_id(c)} for p, c in sorted(files.items())])
+        self._json([
+            {"type": "file", "path": path, "size": len(content), "oid": git_blob_id(content)}
+            for path, content in sorted(files.items())
+        ])
 
     def create_branch(self, body: bytes, repo: str, rev: str) -> None:
-        start = json.loads(body or b"{}").get("startingPoint", "main")
-        oid, _ = self.hub.resolve(repo, start)
-        with self.hub._lock:
-            branches = self.hub.repos[repo].branches
-            if rev in branches:
-                raise HubError(409, None, f"Reference already exists: {rev}")
-            branches[rev] = oid
+        self.hub.create_branch(repo, rev, json.loads(body or b"{}").get("startingPoint", "main"))
         self._json({})
 
     def preupload(self, body: bytes, repo: str, rev: str) -> None:
         _, files = self.hub.resolve(repo, rev)
+        # The oid of an existing file lets huggingface_hub skip files that did not change.
         answers = [
             {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
              "oid": git_blob_id(files[f["path"]]) if f["path"] in files else None}  # fmt: skip
@@ -225,31 +247,33 @@ class _Handler(BaseHTTPRequestHandler):
             elif key == "deletedFile":
                 deleted.append(value["path"])
             else:
-                raise HubError(400, None, f"this test Hub takes base64 files and deletions only, got {key!r}")
-        self.hub.resolve(repo, rev)  # 404 for an unknown repo or branch before anything changes
-        oid = self.hub.commit(repo, rev, files, tuple(deleted), header.get("summary", ""), header.get("parentCommit"))
+                raise HTTPErrorReply(400, None, f"this test Hub takes base64 files and deletions, not {key}")
+        summary, parent = header.get("summary", ""), header.get("parentCommit")
+        oid = self.hub.commit(repo, rev, files, tuple(deleted), summary, parent)
         self._json({"commitUrl": f"{self.hub.url}/{repo}/commit/{oid}", "commitOid": oid})
 
     def resolve_file(self, body: bytes, repo: str, rev: str, path: str) -> None:
         oid, files = self.hub.resolve(repo, rev)
         if path not in files:
-            raise HubError(404, "EntryNotFound", f"{path} does not exist on {rev}", {"X-Repo-Commit": oid})
+            raise HTTPErrorReply(404, "EntryNotFound", f"{path} is not in {rev}", {"X-Repo-Commit": oid})
         content = files[path]
         headers = {"X-Repo-Commit": oid, "ETag": f'"{git_blob_id(content)}"'}
         self._send(200, content, "application/octet-stream", headers)
 
 
 def _handler_class(hub: HubServer) -> type[_Handler]:
-    api = f"/api/models/{_REPO}"
+    """A handler class bound to `hub` (http.server builds one handler per request)."""
+    repo, rev = r"(?P<repo>[^/]+/[^/]+)", r"(?P<rev>[^/]+)"
+    api = f"/api/models/{repo}"
     routes = [
-        ("POST", r"/api/repos/create", _Handler.create_repo),
-        ("POST", r"/api/validate-yaml", _Handler.validate_yaml),
-        ("GET", rf"{api}(/revision/{_REV})?", _Handler.repo_info),
-        ("GET", rf"{api}/tree/{_REV}", _Handler.tree),
-        ("POST", rf"{api}/branch/{_REV}", _Handler.create_branch),
-        ("POST", rf"{api}/preupload/{_REV}", _Handler.preupload),
-        ("POST", rf"{api}/commit/{_REV}", _Handler.commit),
-        ("GET|HEAD", rf"/{_REPO}/resolve/{_REV}/(?P<path>.+)", _Handler.resolve_file),
+        (("POST",), r"/api/repos/create", "create_repo"),
+        (("POST",), r"/api/validate-yaml", "validate_yaml"),
+        (("GET",), rf"{api}(/revision/{rev})?", "repo_info"),
+        (("GET",), rf"{api}/tree/{rev}", "tree"),
+        (("POST",), rf"{api}/branch/{rev}", "create_branch"),
+        (("POST",), rf"{api}/preupload/{rev}", "preupload"),
+        (("POST",), rf"{api}/commit/{rev}", "commit"),
+        (("GET", "HEAD"), rf"/{repo}/resolve/{rev}/(?P<path>.+)", "resolve_file"),
     ]
-    compiled = [(method, re.compile(pattern), handler) for method, pattern, handler in routes]
+    compiled = [(methods, re.compile(pattern), handler) for methods, pattern, handler in routes]
     return type("HubHandler", (_Handler,), {"hub": hub, "routes": compiled})

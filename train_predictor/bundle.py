@@ -1,0 +1,388 @@
+"""The predictor bundle of the `train_predictor` stage: one fitted predictor per layer type, the
+unit that is saved, published to the Hugging Face Hub and loaded by `eval` and by users.
+
+A `PredictorBundle` holds predictors of one `kind` (a `PREDICTORS` name) in an `nn.ModuleDict`
+keyed by layer type (`zoo.layer_types.LAYER_TYPES`). All of them read windows of the same
+`input_length` and predict the same `horizon`. It is a `PyTorchModelHubMixin` model: its
+constructor arguments are JSON values, so `save_pretrained` writes a folder with
+`model.safetensors`, `config.json` (these arguments plus the derived `layer_types`,
+`input_length`, `horizon`) and a `README.md` model card generated from the config. Loading,
+`PredictorBundle.from_pretrained("org/name" or a folder, revision=...)`, goes through
+`train_predictor.hub.load_bundle`, the one module that talks to the Hub, and is always strict.
+
+Fallback when a layer type had no training data: `predictor_for(layer_type)` serves it with the
+predictor of the type in `fallback[layer_type]`. With `fallback=None` the bundle fills the table by
+`DEFAULT_FALLBACK_ORDER`: the first fitted type in the missing type's preference list, weight
+matrices (conv, linear, embedding) before vectors (bias, norm) and vice versa, so a bundle with
+at least one fitted type serves every type. An explicit `fallback` dict is used as given: a
+missing type that it does not name raises `MissingPredictorError`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
+from torch import Tensor, nn
+
+from train_predictor.predictors import PREDICTORS, Predictor, build_predictor
+from zoo.config import ConfigError
+from zoo.layer_types import LAYER_TYPES
+from zoo.registry import UnknownNameError
+from zoo.rundir import package_version as current_package_version
+
+__all__ = [
+    "PredictorBundle",
+    "BundleFormatError",
+    "MissingPredictorError",
+    "SCHEMA_VERSION",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "CARD_FILE",
+    "BUNDLE_FILES",
+    "DEFAULT_FALLBACK_ORDER",
+]
+
+# Version of the folder layout and config.json keys; bump it when either changes incompatibly.
+SCHEMA_VERSION = 1
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+BUNDLE_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
+
+DEFAULT_FALLBACK_ORDER: dict[str, tuple[str, ...]] = {
+    "conv": ("linear", "embedding", "bias", "norm"),
+    "linear": ("conv", "embedding", "bias", "norm"),
+    "embedding": ("linear", "conv", "bias", "norm"),
+    "bias": ("norm", "linear", "conv", "embedding"),
+    "norm": ("bias", "linear", "conv", "embedding"),
+}
+
+# config.json keys computed from the predictors, written for readers of the file (and checked on load).
+_DERIVED_KEYS = ("layer_types", "input_length", "horizon")
+_BASELINES = ("no-jump", "linear-fit")  # the validation columns every card shows after the bundle's own
+_TRAINED_ON_KEYS = ("collection", "trajectories", "architectures", "tasks", "optimizers")  # card order
+
+
+class BundleFormatError(ValueError):
+    """Files that should hold a predictor bundle do not: missing files, another schema version,
+    a config.json that is not a bundle's, or weights that do not match the config."""
+
+
+class MissingPredictorError(LookupError):
+    """A bundle has no predictor, and no fallback, for a layer type."""
+
+
+class PredictorBundle(nn.Module, PyTorchModelHubMixin):
+    """One fitted predictor of `kind` per layer type (see the module docstring).
+
+    Args:
+        kind: the `PREDICTORS` name of every predictor in the bundle.
+        predictors: layer type -> that predictor's `config` (its constructor keyword arguments).
+        fallback: missing layer type -> fitted layer type whose predictor serves it; None applies
+            `DEFAULT_FALLBACK_ORDER`.
+        trained_on: summary of the collection it was fitted on; the model card shows the keys
+            `collection`, `architectures`, `tasks`, `optimizers`, `trajectories` and any others.
+        validation: layer type -> {method: validation error}, the bundle's kind and the
+            baselines (`no-jump`, `linear-fit`, ...) side by side.
+        commands: the exact commands that produced the bundle, for the model card.
+        schema_version: must be `SCHEMA_VERSION`; config.json records it.
+        package_version: weightcast version that made the bundle (default: the running one).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        predictors: dict[str, dict[str, Any]],
+        fallback: dict[str, str] | None = None,
+        trained_on: dict[str, Any] | None = None,
+        validation: dict[str, dict[str, float]] | None = None,
+        commands: list[str] | None = None,
+        schema_version: int = SCHEMA_VERSION,
+        package_version: str | None = None,
+    ):
+        super().__init__()
+        if schema_version != SCHEMA_VERSION:
+            raise BundleFormatError(
+                f"bundle schema version {schema_version} cannot be built by weightcast "
+                f"{current_package_version()}, which reads schema version {SCHEMA_VERSION}"
+            )
+        PREDICTORS.check(kind)
+        if not isinstance(predictors, Mapping) or not predictors:
+            raise ConfigError(
+                f"a bundle needs at least one predictor, given as {{layer type: config}}; got {predictors!r}"
+            )
+        _check_layer_types(predictors, "predictors")
+        self.kind = kind
+        # Keys in LAYER_TYPES order, so state dicts and configs do not depend on insertion order.
+        self.predictors = nn.ModuleDict(
+            {t: build_predictor(kind, **predictors[t]) for t in LAYER_TYPES if t in predictors}
+        )
+        shapes = {t: (p.input_length, p.horizon) for t, p in self.predictors.items()}
+        if len(set(shapes.values())) > 1:
+            raise ConfigError(
+                f"all predictors of a bundle must share input_length and horizon; got "
+                f"(input_length, horizon) per layer type {shapes}"
+            )
+        self.input_length, self.horizon = next(iter(shapes.values()))
+        self.fallback = self._resolve_fallback(fallback)
+        self.trained_on = _json_value(trained_on or {}, "trained_on")
+        self.validation = _check_validation(_json_value(validation or {}, "validation"))
+        self.commands = [str(c) for c in commands or []]
+        self.schema_version = schema_version
+        self.package_version = package_version or current_package_version()
+
+    @classmethod
+    def from_predictors(cls, predictors: Mapping[str, Predictor], **kwargs: Any) -> PredictorBundle:
+        """A bundle holding copies of fitted predictors (layer type -> predictor, one kind);
+        `kwargs` are the other constructor arguments (fallback, trained_on, validation, ...)."""
+        kinds = {p.kind for p in predictors.values()}
+        if len(kinds) != 1:
+            raise ConfigError(f"a bundle holds predictors of one kind; got kinds {sorted(kinds)}")
+        configs = {t: p.config for t, p in predictors.items()}
+        bundle = cls(kinds.pop(), configs, **kwargs)
+        for layer_type, predictor in predictors.items():
+            bundle.predictors[layer_type].load_state_dict(predictor.state_dict())
+        return bundle
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], source: str = "config") -> PredictorBundle:
+        """Build a bundle (untrained weights) from the contents of a config.json; `source` names
+        where the config came from in error messages."""
+        if not isinstance(config, Mapping) or "schema_version" not in config:
+            raise BundleFormatError(
+                f"{source} is not a predictor bundle: its {CONFIG_FILE} has no schema_version"
+            )
+        if config["schema_version"] != SCHEMA_VERSION:
+            raise BundleFormatError(
+                f"{source} is a predictor bundle of schema version {config['schema_version']} (written by "
+                f"weightcast {config.get('package_version', '?')}); weightcast {current_package_version()} "
+                f"reads schema version {SCHEMA_VERSION}: install a matching weightcast or re-save the bundle"
+            )
+        arguments = list(inspect.signature(cls.__init__).parameters)[1:]  # after self
+        unknown = sorted(set(config) - set(arguments) - set(_DERIVED_KEYS))
+        missing = [name for name in ("kind", "predictors") if name not in config]
+        if unknown or missing:
+            raise BundleFormatError(
+                f"{source} is not a predictor bundle config: missing keys {missing}, unknown keys {unknown}; "
+                f"a bundle's {CONFIG_FILE} has the keys {arguments + list(_DERIVED_KEYS)}"
+            )
+        try:
+            bundle = cls(**{name: config[name] for name in arguments if name in config})
+        except (ConfigError, UnknownNameError, TypeError) as err:
+            raise BundleFormatError(f"{source} holds an invalid predictor bundle config: {err}") from None
+        stated = {key: config[key] for key in _DERIVED_KEYS if key in config}
+        actual = {key: bundle.config[key] for key in stated}
+        if stated != actual:
+            raise BundleFormatError(
+                f"{source}: {CONFIG_FILE} states {stated} but its predictors give {actual}"
+            )
+        return bundle
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+    ) -> PredictorBundle:
+        """Load a bundle from a Hub repository ("org/name", through the Hugging Face cache) or a
+        local folder, strictly; see `train_predictor.hub.load_bundle`. Replaces the mixin's
+        `from_pretrained`, which loads non-strictly and hides a missing repository or revision."""
+        from train_predictor.hub import load_bundle  # hub imports this module
+
+        return load_bundle(
+            source, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only
+        )
+
+    @property
+    def layer_types(self) -> tuple[str, ...]:
+        """The layer types with a fitted predictor, in `LAYER_TYPES` order."""
+        return tuple(self.predictors.keys())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The JSON config written to config.json: constructor arguments plus derived keys."""
+        return {
+            "kind": self.kind,
+            "layer_types": list(self.layer_types),
+            "input_length": self.input_length,
+            "horizon": self.horizon,
+            "predictors": {t: p.config for t, p in self.predictors.items()},
+            "fallback": dict(self.fallback),
+            "trained_on": self.trained_on,
+            "validation": self.validation,
+            "commands": list(self.commands),
+            "schema_version": self.schema_version,
+            "package_version": self.package_version,
+        }
+
+    def resolve(self, layer_type: str) -> str:
+        """The fitted layer type whose predictor serves `layer_type` (itself when fitted)."""
+        if layer_type not in LAYER_TYPES:
+            raise UnknownNameError(f"unknown layer type {layer_type!r}; valid: {', '.join(LAYER_TYPES)}")
+        if layer_type in self.predictors:
+            return layer_type
+        if layer_type in self.fallback:
+            return self.fallback[layer_type]
+        raise MissingPredictorError(
+            f"this {self.kind!r} bundle has no predictor for layer type {layer_type!r} (no training data) "
+            f"and no fallback for it; fitted: {', '.join(self.layer_types)}; "
+            f"fallbacks: {self.fallback or 'none'}"
+        )
+
+    def predictor_for(self, layer_type: str) -> Predictor:
+        """The predictor for `layer_type`, applying the fallback when it was not fitted."""
+        return self.predictors[self.resolve(layer_type)]
+
+    def predict(self, window: Tensor, layer_type: str, horizon: int | None = None) -> Tensor:
+        """(N, input_length) windows of weights of `layer_type` -> (N,) predicted values."""
+        return self.predictor_for(layer_type).predict(window, horizon)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Weights (the mixin's safetensors writer) and our config.json, which the mixin keeps."""
+        super()._save_pretrained(save_directory)
+        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
+
+    def generate_model_card(self, repo_id: str | None = None) -> ModelCard:
+        """The README.md model card, generated from the config; `repo_id` goes into the usage snippet."""
+        data = ModelCardData(
+            license="apache-2.0",
+            library_name="weightcast",
+            tags=["weightcast", "weight-prediction", "pytorch_model_hub_mixin", self.kind],
+        )
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{self._card_body(repo_id)}")
+
+    def _resolve_fallback(self, fallback: Mapping[str, str] | None) -> dict[str, str]:
+        missing = [t for t in LAYER_TYPES if t not in self.predictors]
+        if fallback is None:
+            return {t: next(f for f in DEFAULT_FALLBACK_ORDER[t] if f in self.predictors) for t in missing}
+        _check_layer_types(fallback, "fallback")
+        bad = {k: v for k, v in fallback.items() if k in self.predictors or v not in self.predictors}
+        if bad:
+            raise ConfigError(
+                f"fallback maps layer types without a predictor ({', '.join(missing) or 'none'}) to fitted "
+                f"ones ({', '.join(self.predictors)}); invalid entries: {bad}"
+            )
+        return {t: fallback[t] for t in LAYER_TYPES if t in fallback}
+
+    def _card_body(self, repo_id: str | None) -> str:
+        fallbacks = ", ".join(f"{k} -> {v}" for k, v in self.fallback.items()) or "none (every type fitted)"
+        source = repo_id or "<org>/<name> or a local folder"
+        commands = "\n".join(self.commands) or "# not recorded"
+        return f"""# weightcast predictor bundle: `{self.kind}`
+
+Element-wise weight predictors of the `weightcast` package, one fitted per layer type. Each reads
+the last {self.input_length} values of every scalar weight (oldest first) and predicts its value
+{self.horizon} steps after the last one. A layer type without training data is served by another
+type's predictor (fallbacks below).
+
+| | |
+|---|---|
+| predictor kind | `{self.kind}` |
+| window (input length) | {self.input_length} |
+| horizon | {self.horizon} |
+| layer types fitted | {", ".join(self.layer_types)} |
+| fallbacks | {fallbacks} |
+| schema version | {self.schema_version} |
+| weightcast version | {self.package_version} |
+
+## Training data
+
+{_trained_on_markdown(self.trained_on)}
+
+## Validation
+
+{_validation_markdown(self.kind, self.validation)}
+
+## How it was made
+
+```bash
+{commands}
+```
+
+## Usage
+
+```python
+from train_predictor import PredictorBundle
+
+bundle = PredictorBundle.from_pretrained("{source}")
+predictor = bundle.predictor_for("conv")  # conv, linear, bias, norm or embedding
+future = predictor.predict(window)  # window: (N, {self.input_length}) past values -> (N,)
+```
+
+## License
+
+Apache-2.0.
+"""
+
+
+def _check_layer_types(mapping: Mapping[str, Any], what: str) -> None:
+    unknown = sorted(set(mapping) - set(LAYER_TYPES))
+    if unknown:
+        raise ConfigError(f"{what}: unknown layer types {unknown}; valid: {', '.join(LAYER_TYPES)}")
+
+
+def _json_value(value: Any, what: str) -> Any:
+    """`value` as it reads back from JSON (tuples become lists), so a saved config equals the original."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{what} must be JSON data (dicts with string keys, lists, numbers, strings): {err}"
+        ) from None
+
+
+def _check_validation(validation: Any) -> dict[str, dict[str, float]]:
+    def is_row(row: Any) -> bool:
+        return isinstance(row, dict) and all(type(v) in (int, float) for v in row.values())
+
+    if not isinstance(validation, dict) or not all(is_row(row) for row in validation.values()):
+        raise ConfigError(f"validation must map layer type -> {{method: error}}; got {validation!r}")
+    _check_layer_types(validation, "validation")
+    return validation
+
+
+def _trained_on_markdown(trained_on: Mapping[str, Any]) -> str:
+    if not trained_on:
+        return "Not recorded."
+    known = [k for k in _TRAINED_ON_KEYS if k in trained_on]
+    ordered = known + sorted(set(trained_on) - set(known))
+    lines = []
+    for key in ordered:
+        value = trained_on[key]
+        shown = ", ".join(f"`{v}`" for v in value) if isinstance(value, list) else f"`{value}`"
+        lines.append(f"- {key}: {shown}")
+    return "\n".join(lines)
+
+
+def _validation_markdown(kind: str, validation: Mapping[str, Mapping[str, float]]) -> str:
+    if not validation:
+        return "No validation results recorded."
+    methods = {m for row in validation.values() for m in row}
+    first = dict.fromkeys((kind, *_BASELINES))  # a baseline bundle (kind "no-jump") gets one column
+    columns = [m for m in first if m in methods] + sorted(methods - set(first))
+    lines = [
+        "Error of the predicted weights on held-out trajectories, per layer type (lower is better).",
+        "",
+        "| layer type | " + " | ".join(f"`{m}`" for m in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for layer_type in LAYER_TYPES:
+        if layer_type in validation:
+            row = validation[layer_type]
+            cells = [_number(row[m]) if m in row else "-" for m in columns]
+            lines.append(f"| {layer_type} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
