@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from zoo.config import ConfigError
-from zoo.tasks.base import Task, TaskSpec
+from zoo.tasks.base import Task, TaskSpec, standardize
 from zoo.tasks.registry import TASKS
-from zoo.tasks.sklearn_data import standardize
 
 __all__ = [
     "DataFilesNotFoundError",
@@ -39,7 +38,12 @@ __all__ = [
 ]
 
 # train images, train labels, test images, test labels; each may also be gzipped (+ ".gz")
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 CIFAR100_FILES = ("train", "test")
 
@@ -207,8 +211,10 @@ def _image_task(
     """Task from uint8 images (N, C, H, W) and labels, standardized per channel."""
     for labels in (y_train, y_val):
         if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
-            raise ValueError(f"{folder}: {name} labels must lie in [0, {num_classes}), got "
-                             f"[{labels.min()}, {labels.max()}]")  # fmt: skip
+            raise ValueError(
+                f"{folder}: {name} labels must lie in [0, {num_classes}), "
+                f"got [{labels.min()}, {labels.max()}]"
+            )
     xt, xv = standardize(x_train, x_val, (0, 2, 3))
     return Task(
         name=name,

@@ -10,9 +10,8 @@ import random
 import numpy as np
 import torch
 
-from zoo.tasks.base import Task, TaskSpec
+from zoo.tasks.base import Task, TaskSpec, standardize
 from zoo.tasks.registry import TASKS
-from zoo.tasks.sklearn_data import standardize
 
 __all__ = ["make_mnist1d", "mnist1d", "mnist1d_large"]
 

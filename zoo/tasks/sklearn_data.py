@@ -13,43 +13,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from zoo.tasks.base import Task, TaskSpec
+from zoo.tasks.base import Task, TaskSpec, heldout_split, standardize
 from zoo.tasks.registry import TASKS
 
-__all__ = ["heldout_split", "standardize", "digits", "wine", "breast_cancer"]
+__all__ = ["digits", "wine", "breast_cancer"]
 
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
-
-
-def heldout_split(
-    num_samples: int, val_fraction: float, seed: int, labels: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train indices, val indices) with `round(val_fraction * n)` samples held out, drawn
-    per class when `labels` are given (so small data sets keep every class in both parts)."""
-    rng = np.random.default_rng(seed)
-    groups = (
-        [np.arange(num_samples)]
-        if labels is None
-        else [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    )
-    held = np.zeros(num_samples, dtype=bool)
-    for group in groups:
-        held[rng.permutation(group)[: round(val_fraction * len(group))]] = True
-    return np.flatnonzero(~held), np.flatnonzero(held)
-
-
-def standardize(
-    x_train: torch.Tensor | np.ndarray, x_val: torch.Tensor | np.ndarray, dims: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 copies of both parts minus the training part's mean, divided by its std, both taken
-    over `dims`: `(0,)` per feature of (N, F) data, `(0, 2, 3)` per channel of (N, C, H, W) images."""
-    # Fresh float32 copies, so the in-place ops below never touch the caller's arrays (CIFAR: 600 MB).
-    x_train = torch.as_tensor(x_train).to(torch.float32, copy=True)
-    x_val = torch.as_tensor(x_val).to(torch.float32, copy=True)
-    var, mean = torch.var_mean(x_train, dim=tuple(dims), keepdim=True, correction=0)
-    std = var.sqrt().clamp_min(1e-8)  # a constant feature stays constant instead of dividing by 0
-    return x_train.sub_(mean).div_(std), x_val.sub_(mean).div_(std)
 
 
 @TASKS.register("digits", modality="vision", split="heldout", input_kind="image", needs_data_dir=False)

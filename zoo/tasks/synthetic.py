@@ -17,9 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from zoo.tasks.base import Task, TaskSpec
+from zoo.tasks.base import Task, TaskSpec, heldout_split, standardize
 from zoo.tasks.registry import TASKS
-from zoo.tasks.sklearn_data import heldout_split, standardize
 
 __all__ = [
     "SYN1_DIM",

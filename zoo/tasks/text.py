@@ -11,6 +11,7 @@ the interpreter that builds it; the description records the version.
 from __future__ import annotations
 
 import ast
+import os
 import platform
 import sysconfig
 import warnings
@@ -23,7 +24,16 @@ import torch
 from zoo.tasks.base import Task, TaskSpec
 from zoo.tasks.registry import TASKS
 
-__all__ = ["VOCAB", "UNKNOWN_ID", "VOCAB_SIZE", "SEQ_LEN", "encode", "decode", "stdlib_docstrings", "stdlib_chars"]
+__all__ = [
+    "VOCAB",
+    "UNKNOWN_ID",
+    "VOCAB_SIZE",
+    "SEQ_LEN",
+    "encode",
+    "decode",
+    "stdlib_docstrings",
+    "stdlib_chars",
+]
 
 # Printable ASCII (95 characters, space to '~') then newline; everything else is UNKNOWN_ID.
 VOCAB = "".join(map(chr, range(32, 127))) + "\n"
@@ -53,12 +63,12 @@ def stdlib_docstrings(max_chars: int, stdlib: str | Path | None = None) -> str:
     separated by a blank line."""
     root = Path(stdlib or sysconfig.get_paths()["stdlib"])
     pieces: list[str] = []
-    total = 0
+    length = -2  # of "\n\n".join(pieces)
     for path in _source_files(root):
         for doc in _docstrings(path):
             pieces.append(doc)
-            total += len(doc) + 2
-        if total >= max_chars:
+            length += len(doc) + 2
+        if length >= max_chars:
             break
     return "\n\n".join(pieces)[:max_chars]
 
@@ -66,7 +76,7 @@ def stdlib_docstrings(max_chars: int, stdlib: str | Path | None = None) -> str:
 @TASKS.register("stdlib-chars", modality="text", split="heldout", input_kind="tokens", needs_data_dir=False)
 def stdlib_chars(data_dir: str | None = None) -> Task:
     """Next-character prediction on windows of 64 characters of stdlib docstrings (vocabulary 97):
-    the first 20000 windows train, the last 4000 val (contiguous, so val is unseen modules)."""
+    the first 20000 windows train, the last 4000 val (contiguous: val is the last modules' text)."""
     ids = torch.as_tensor(encode(stdlib_docstrings(NUM_WINDOWS * SEQ_LEN + 1)))
     n_windows = (len(ids) - 1) // SEQ_LEN
     n_val = n_windows // 6
@@ -90,8 +100,12 @@ def stdlib_chars(data_dir: str | None = None) -> Task:
 
 def _source_files(root: Path) -> list[Path]:
     """The .py files under `root` in sorted relative-path order, test and package folders skipped."""
-    files = (p.relative_to(root) for p in root.rglob("*.py"))
-    return [root / p for p in sorted(files, key=Path.as_posix) if not _SKIPPED_FOLDERS & set(p.parts)]
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in _SKIPPED_FOLDERS]  # prune, don't descend
+        rel = Path(folder).relative_to(root)
+        found += [(rel / n).as_posix() for n in names if n.endswith(".py")]
+    return [root / p for p in sorted(found)]
 
 
 def _docstrings(path: Path) -> Iterator[str]:
