@@ -23,7 +23,7 @@ from zoo.tasks.files import (
     read_cifar_batch,
     read_idx,
 )
-from zoo.tasks.sklearn_data import heldout_split, standardize
+from zoo.tasks.base import heldout_split, standardize
 from zoo.tasks.synthetic import SHAPE_CLASSES, make_shapes, make_syn1, make_syn2
 from zoo.tasks.text import UNKNOWN_ID, VOCAB, VOCAB_SIZE, decode, encode, stdlib_docstrings
 
