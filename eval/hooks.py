@@ -1,0 +1,73 @@
+"""The zoo training-loop hook of weightcast's `eval` stage: `NowcastHook` drives a
+`eval.runtime.Nowcaster` inside `zoo.train.train`, so zoo runs train with a predictor bundle:
+
+    result = train(TrainConfig(arch="mlp", task="mnist1d", epochs=20), hooks=[NowcastHook("org/wnn-bundle")])
+
+The nowcaster is created at the start of training (its first snapshot is the initial weights)
+and called after every epoch, or every `every_steps` optimizer steps. The guard's probe batch is
+`probe_size` training examples drawn once with the run's seed (its own generator: the run's data
+order and augmentation are unchanged), scored with the task's loss.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from eval.runtime import Nowcaster, NowcastConfig, NowcastStats, open_bundle, probe_batch
+from train_predictor.bundle import PredictorBundle
+from zoo.config import ConfigError
+from zoo.train import Hook, TrainState
+
+__all__ = ["NowcastHook"]
+
+
+class NowcastHook(Hook):
+    """Applies `bundle` to a zoo run with `config` (default `NowcastConfig()`); calls the
+    nowcaster after each epoch, or after every `every_steps` optimizer steps when > 0. The run's
+    nowcaster (and its `stats`) is `self.nowcaster` once training has started."""
+
+    def __init__(
+        self,
+        bundle: PredictorBundle | str | os.PathLike,
+        config: NowcastConfig | None = None,
+        *,
+        every_steps: int = 0,
+        probe_size: int = 512,
+    ):
+        if every_steps < 0 or probe_size < 1:
+            raise ConfigError(
+                "need every_steps >= 0 (0: once per epoch) and probe_size >= 1; "
+                f"got {every_steps=}, {probe_size=}"
+            )
+        self.bundle = open_bundle(bundle)
+        self.config = config or NowcastConfig()
+        self.config.for_bundle(self.bundle)  # config errors now, not when training starts
+        self.every_steps, self.probe_size = every_steps, probe_size
+        self.nowcaster: Nowcaster | None = None
+
+    @property
+    def stats(self) -> NowcastStats:
+        """The counters of the current (or last) run's nowcaster."""
+        if self.nowcaster is None:
+            raise RuntimeError("NowcastHook has no nowcaster yet: it is created when training starts")
+        return self.nowcaster.stats
+
+    def on_train_start(self, state: TrainState) -> None:
+        probe = None
+        if self.config.guard:
+            task = state.task
+            generator = torch.Generator().manual_seed(state.config.seed)
+            rows = torch.randperm(len(task.x_train), generator=generator)[: self.probe_size]
+            inputs, targets = task.x_train[rows].to(state.device), task.y_train[rows].to(state.device)
+            probe = probe_batch(inputs, targets, task.loss)
+        self.nowcaster = Nowcaster(state.model, state.optimizer, self.bundle, self.config, probe=probe)
+
+    def on_step_end(self, state: TrainState, loss: torch.Tensor) -> None:
+        if self.every_steps and state.step % self.every_steps == 0:
+            self.nowcaster()
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if not self.every_steps:
+            self.nowcaster()

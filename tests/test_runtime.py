@@ -1,0 +1,415 @@
+"""The live-training runtime of `eval`: jumps, the guard, non-finite rollback, optimizer-state
+policies, what is left alone, farcast mode, bad input, the zoo hook and DDP.
+
+Most tests move the parameters by hand between calls (`_set`), so the expected jump is known
+exactly; bundles are built from rule-based predictors or hand-set WNN / LFD-2 weights."""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from eval import NowcastConfig, Nowcaster, NowcastHook, NowcastWarning, apply_optimizer_policy
+from train_predictor.bundle import MissingPredictorError, PredictorBundle
+from train_predictor.predictors import LFD2, WNN
+from zoo.config import ConfigError
+from zoo.tasks import get_task
+from zoo.train import TrainConfig, train
+
+
+def _bundle(kind: str = "linear-fit", **config) -> PredictorBundle:
+    """A bundle whose one fitted predictor (linear) serves every layer type by the default fallback."""
+    return PredictorBundle(kind, {"linear": {"input_length": 5, "horizon": 5, **config}})
+
+
+def _linear_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Linear(4, 3)  # weight: linear, bias: bias
+
+
+def _set(model: nn.Module, values: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in values:
+                param.copy_(values[name])
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+def _run_linear(model, nowcaster, start, slope, times):
+    """Set every parameter to start + slope * t and call the nowcaster, for each t in `times`."""
+    jumps = []
+    for t in times:
+        _set(model, {n: start[n] + slope[n] * t for n in start})
+        jumps.append(nowcaster())
+    return jumps
+
+
+@pytest.mark.parametrize(
+    "bundle, buffer_dtype, exact",
+    [
+        (_bundle("no-jump"), "float32", True),
+        (_bundle("no-jump"), "float16", True),  # the step is rounded, never the weights
+        (PredictorBundle.from_predictors({"linear": WNN()}), "float32", False),
+    ],
+    ids=["no-jump", "no-jump-float16-buffer", "wnn-zero-head"],
+)
+def test_zero_residual_jump_leaves_model_unchanged(bundle, buffer_dtype, exact):
+    if bundle.kind == "wnn":
+        nn.init.zeros_(bundle.predictors["linear"].head.weight)  # delta = tanh(0) = 0
+    model = _linear_model()
+    nowcaster = Nowcaster(model, None, bundle, NowcastConfig(guard=False, buffer_dtype=buffer_dtype))
+    generator = torch.Generator().manual_seed(1)
+    for call in range(1, 6):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(0.01 * torch.randn(param.shape, generator=generator))
+        before = _params(model)
+        jump = nowcaster()
+        assert (jump is None) == (call < 5)
+    assert jump.outcome == "accepted" and jump.call == 5
+    for name, param in model.named_parameters():
+        if exact:
+            assert torch.equal(param, before[name])
+        else:  # anchor + scale * ((w - anchor) / scale): equal up to rounding
+            torch.testing.assert_close(param.detach(), before[name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1_000_000, 5])
+def test_linear_fit_extrapolates_linear_trajectories(chunk_size):
+    model = _linear_model()
+    start = _params(model)
+    slope = {n: torch.randn(p.shape, generator=torch.Generator().manual_seed(2)) for n, p in start.items()}
+    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(guard=False, chunk_size=chunk_size))
+    jumps = _run_linear(model, nowcaster, start, slope, range(1, 6))  # window t = 1..5, horizon 5
+    assert [j is None for j in jumps] == [True] * 4 + [False]
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] + 10 * slope[name])
+    # The trajectory goes on from the jumped weights; the next window holds only calls after the jump.
+    jumps = _run_linear(model, nowcaster, start, slope, range(11, 16))
+    assert jumps[-1].outcome == "accepted" and jumps[-1].call == 10
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] + 20 * slope[name])
+    stats = nowcaster.stats
+    assert (stats.calls, stats.attempted, stats.accepted) == (10, 2, 2)
+    assert stats.rolled_back_guard == stats.rolled_back_nonfinite == 0 and stats.seconds > 0
+    assert nowcaster.predicted == {"weight": "linear", "bias": "bias"} and nowcaster.untouched == {}
+
+
+def test_period_longer_than_window_uses_the_latest_snapshots():
+    model = _linear_model()
+    start, slope = _params(model), {n: torch.full(p.shape, 0.5) for n, p in _params(model).items()}
+    bundle = _bundle(input_length=3, horizon=2)
+    nowcaster = Nowcaster(model, None, bundle, NowcastConfig(guard=False, period=4))
+    # A kink: constant up to t = 2, then linear; the window at call 4 is t = 2, 3, 4 only.
+    for t in range(1, 5):
+        _set(model, {n: start[n] + slope[n] * max(t - 2, 0) for n in start})
+        jump = nowcaster()
+    assert jump.call == 4 and nowcaster.stats.attempted == 1
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] + slope[name] * (4 - 2 + 2))
+
+
+def test_guard_rolls_back_a_jump_that_raises_the_probe_loss():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5))
+    model[1].eval()  # a submodule in eval mode stays so after the probe
+    seen_modes = []
+
+    def probe(module):  # grows with |w|: a jump outwards raises it
+        seen_modes.append([m.training for m in module.modules()])
+        return sum(p.abs().sum() for p in module.parameters())
+
+    start = _params(model)
+    outwards = {n: 0.1 * v for n, v in start.items()}
+    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(tolerance=0.01), probe=probe)
+    jumps = _run_linear(model, nowcaster, start, outwards, range(1, 6))
+    jump = jumps[-1]
+    assert jump.outcome == "rolled_back_guard" and jump.probe_after > jump.probe_before * 1.01
+    for name, param in model.named_parameters():  # restored exactly to the call's weights
+        assert torch.equal(param.detach(), start[name] + outwards[name] * 5)
+    assert seen_modes == [[False, False, False]] * 2  # eval mode inside the probe, before and after
+    assert model.training and model[0].training and not model[1].training  # modes restored
+    # Shrinking weights: the probe loss falls, the jump is kept.
+    _run_linear(model, nowcaster, start, {n: -0.05 * v for n, v in start.items()}, range(1, 6))
+    stats = nowcaster.stats
+    assert (stats.attempted, stats.accepted, stats.rolled_back_guard) == (2, 1, 1)
+    assert stats.jumps[-1].probe_after < stats.jumps[-1].probe_before
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] * (1 - 0.05 * 10))
+
+
+def test_guard_tolerance_admits_a_small_rise():
+    model = _linear_model()
+    start = _params(model)
+    probe = lambda module: sum(p.abs().sum() for p in module.parameters())  # noqa: E731
+    slope = {n: 0.001 * v for n, v in start.items()}  # |w| rises 0.5% over the jump
+    strict = Nowcaster(model, None, _bundle(), NowcastConfig(tolerance=0.0), probe=probe)
+    assert _run_linear(model, strict, start, slope, range(1, 6))[-1].outcome == "rolled_back_guard"
+    lenient = Nowcaster(model, None, _bundle(), NowcastConfig(tolerance=0.01), probe=probe)
+    assert _run_linear(model, lenient, start, slope, range(1, 6))[-1].outcome == "accepted"
+
+
+def test_nonfinite_predictions_roll_back_with_a_warning():
+    wnn = WNN()
+    nn.init.constant_(wnn.head.bias, math.nan)
+    model = _linear_model()
+    probe_calls = []
+    bundle = PredictorBundle.from_predictors({"linear": wnn})
+    nowcaster = Nowcaster(model, None, bundle, probe=lambda m: probe_calls.append(1) or 0.0)
+    for _ in range(4):
+        assert nowcaster() is None
+    before = _params(model)
+    message = r"'wnn' bundle predicted NaN/Inf for layer type\(s\) linear, bias"
+    with pytest.warns(NowcastWarning, match=message):
+        jump = nowcaster()
+    assert jump.outcome == "rolled_back_nonfinite" and jump.probe_before is None
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert probe_calls == []  # nothing written, nothing to probe
+    with pytest.warns(NowcastWarning):
+        for _ in range(5):  # the run goes on; the next attempt is rolled back again
+            nowcaster()
+    stats = nowcaster.stats
+    assert (stats.attempted, stats.rolled_back_nonfinite, stats.accepted) == (2, 2, 0)
+
+
+def _optimizer_with_state(name: str):
+    model = _linear_model()
+    optimizer = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if name == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=0.01)
+    )
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        x, y = torch.randn(8, 4, generator=generator), torch.randn(8, 3, generator=generator)
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return model, optimizer
+
+
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+@pytest.mark.parametrize("policy", ["keep", "reset", "rescale"])
+def test_optimizer_policies(optimizer_name, policy):
+    model, optimizer = _optimizer_with_state(optimizer_name)
+    config = NowcastConfig(guard=False, optimizer_policy=policy, momentum_scale=0.25)
+    nowcaster = Nowcaster(model, optimizer, _bundle(input_length=2, horizon=1), config)
+    before = copy.deepcopy(optimizer.state_dict()["state"])
+    assert nowcaster() is None and nowcaster().outcome == "accepted"
+    after = optimizer.state_dict()["state"]
+    keys = {"sgd": {"momentum_buffer"}, "adam": {"step", "exp_avg", "exp_avg_sq"}}[optimizer_name]
+    for index in (0, 1):
+        assert set(after[index]) == keys
+        for key in keys:
+            old, new = before[index][key], after[index][key]
+            if policy == "keep" or (policy == "rescale" and key not in ("momentum_buffer", "exp_avg")):
+                assert torch.equal(new, old)
+            elif policy == "reset":
+                assert torch.equal(new, torch.zeros_like(old))
+            else:
+                assert torch.equal(new, 0.25 * old) and old.abs().sum() > 0
+
+
+def test_reset_makes_adam_state_that_of_a_fresh_optimizer():
+    model, optimizer = _optimizer_with_state("adam")
+    apply_optimizer_policy(optimizer, model.parameters(), "reset")
+    fresh_model = copy.deepcopy(model)
+    fresh = torch.optim.Adam(fresh_model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 4), torch.randn(8, 3)
+    for m, opt in ((model, optimizer), (fresh_model, fresh)):
+        opt.zero_grad()
+        nn.functional.mse_loss(m(x), y).backward()
+        opt.step()
+    for a, b in zip(model.parameters(), fresh_model.parameters()):
+        assert torch.equal(a, b)
+
+
+class _Mixed(nn.Module):
+    """Linear + BatchNorm, a frozen layer, and a bare parameter of unknown layer type."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+        self.frozen = nn.Linear(3, 3)
+        self.frozen.requires_grad_(False)
+        self.scale = nn.Parameter(torch.ones(3))  # typed by rank alone
+
+    def forward(self, x):
+        return self.frozen(self.bn(self.fc(x))) * self.scale
+
+
+def test_buffers_frozen_and_unknown_parameters_are_left_alone():
+    model = _Mixed()
+    model(torch.randn(16, 4))  # train mode: BN running statistics move away from their init
+    running = {n: b.clone() for n, b in model.named_buffers()}
+    start = _params(model)
+    slope = {n: torch.full(p.shape, 0.1) for n, p in start.items()}
+    probe = (torch.randn(8, 4), torch.randn(8, 3), nn.functional.mse_loss)
+    config = NowcastConfig(tolerance=1e6)  # keep the jump whatever the probe says; the probe still runs
+    with pytest.warns(NowcastWarning, match="left untouched by the nowcaster: scale"):
+        nowcaster = Nowcaster(model, None, _bundle(), config, probe=probe)
+    assert nowcaster.untouched == {
+        "frozen.weight": "frozen (requires_grad=False)",
+        "frozen.bias": "frozen (requires_grad=False)",
+        "scale": "unknown layer type (its module is not recognised by zoo.layer_types)",
+    }
+    predicted = {"fc.weight": "linear", "fc.bias": "bias", "bn.weight": "norm", "bn.bias": "norm"}
+    assert nowcaster.predicted == predicted
+    # The predicted parameters extrapolate; the others keep the values set by hand.
+    jump = _run_linear(model, nowcaster, start, slope, range(1, 6))[-1]
+    assert jump.outcome == "accepted"
+    for name, param in model.named_parameters():
+        expected = start[name] + slope[name] * (10 if name in nowcaster.predicted else 5)
+        torch.testing.assert_close(param.detach(), expected)
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, running[name])
+
+
+def test_farcast_jumps_exactly_once():
+    lfd2 = LFD2(input_length=3, horizon=4, reg_weight=0.0)
+    with torch.no_grad():  # pred_j = w_2 + j (w_2 - w_0) / 2: exact on straight lines
+        j = torch.arange(1, 5, dtype=torch.float32)
+        lfd2.linear.weight.copy_(torch.stack([-j / 2, 1 + j / 2], dim=1))
+        lfd2.linear.bias.zero_()
+    bundle = PredictorBundle.from_predictors({"linear": lfd2})
+    model = _linear_model()
+    start = _params(model)
+    slope = {n: torch.full(p.shape, 0.2) for n, p in start.items()}
+    nowcaster = Nowcaster(model, None, bundle, NowcastConfig(mode="farcast", guard=False))
+    assert (nowcaster.config.farcast_after, nowcaster.config.horizon) == (2, 4)
+    jumps = _run_linear(model, nowcaster, start, slope, range(1, 3))  # window: t = 0 (start), 1, 2
+    assert jumps[-1].outcome == "accepted"
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] + 6 * slope[name])
+    jumps = _run_linear(model, nowcaster, start, slope, range(7, 20))
+    assert all(j is None for j in jumps)
+    assert (nowcaster.stats.calls, nowcaster.stats.attempted) == (15, 1)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] + 19 * slope[name])
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (NowcastConfig(period=3, guard=False), "period=3 is shorter than the bundle's window of 5 snapshots"),
+        (NowcastConfig("farcast", farcast_after=3, guard=False), "farcast_after=3 calls give 4 snapshots"),
+        (NowcastConfig(horizon=3, guard=False), None),  # rule-based fits extrapolate to any horizon
+        (NowcastConfig(), r"the guard .* needs a probe"),
+        (NowcastConfig(guard=False, optimizer_policy="reset"), "optimizer_policy='reset' needs the optimiz"),
+    ],
+)
+def test_configs_that_do_not_fit_the_bundle_or_model(config, message):
+    if message is None:
+        Nowcaster(_linear_model(), None, _bundle(), config)
+    else:
+        with pytest.raises(ConfigError, match=message):
+            Nowcaster(_linear_model(), None, _bundle(), config)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mode": "jump"}, "mode must be one of nowcast, farcast"),
+        ({"optimizer_policy": "zero"}, "optimizer_policy must be one of keep, reset, rescale"),
+        ({"buffer_dtype": "int8"}, "buffer_dtype must be one of"),
+        ({"period": 0}, "period must be >= 1"),
+        ({"tolerance": -0.1}, "tolerance is a relative rise"),
+        ({"layer_types": ["dense"]}, "layer_types must be a non-empty list of conv, linear"),
+        ({"buffer_device": "gpu7"}, "buffer_device must be a torch device"),
+    ],
+)
+def test_invalid_configs_raise(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        NowcastConfig(**overrides)
+
+
+def test_wnn_horizon_must_be_one_it_was_trained_for():
+    bundle = PredictorBundle.from_predictors({"linear": WNN()})
+    with pytest.raises(ConfigError, match=r"covers horizons \(5,\), not horizon=3"):
+        Nowcaster(_linear_model(), None, bundle, NowcastConfig(horizon=3, guard=False))
+
+
+def test_missing_layer_type_names_the_parameters_or_is_excluded():
+    bundle = PredictorBundle("linear-fit", {"linear": {"input_length": 5, "horizon": 5}}, fallback={})
+    message = r"layer type 'bias'.*1 parameter\(s\) of layer type 'bias' \(bias\)"
+    with pytest.raises(MissingPredictorError, match=message):
+        Nowcaster(_linear_model(), None, bundle, NowcastConfig(guard=False))
+    nowcaster = Nowcaster(_linear_model(), None, bundle, NowcastConfig(guard=False, layer_types=["linear"]))
+    assert nowcaster.predicted == {"weight": "linear"}
+    assert nowcaster.untouched == {"bias": "layer type 'bias' not in NowcastConfig.layer_types"}
+
+
+def test_bundle_loads_from_a_folder(tmp_path):
+    from train_predictor.hub import save_bundle
+
+    save_bundle(_bundle(), tmp_path / "bundle")
+    nowcaster = Nowcaster(_linear_model(), None, str(tmp_path / "bundle"), NowcastConfig(guard=False))
+    assert nowcaster.bundle.kind == "linear-fit" and nowcaster.config.period == 5
+    with pytest.raises(TypeError, match="bundle must be a PredictorBundle"):
+        Nowcaster(_linear_model(), None, 42, NowcastConfig(guard=False))
+
+
+@pytest.fixture(scope="module")
+def mnist1d():
+    return get_task("mnist1d")
+
+
+def _zoo_config(**overrides) -> TrainConfig:
+    return TrainConfig(arch="mlp", arch_kwargs={"width": 32}, task="mnist1d", batch_size=500, **overrides)
+
+
+def test_hook_in_zoo_training(mnist1d):
+    hook = NowcastHook(_bundle(input_length=2, horizon=1), NowcastConfig(period=2))
+    history = train(_zoo_config(epochs=4), hooks=[hook], task=mnist1d).history
+    assert not history.diverged and all(math.isfinite(r.val_loss) for r in history.records)
+    stats = hook.stats
+    assert (stats.calls, stats.attempted) == (4, 2) and [j.call for j in stats.jumps] == [2, 4]
+    assert stats.accepted + stats.rolled_back_guard == 2
+    assert all(j.probe_before is not None and math.isfinite(j.probe_after) for j in stats.jumps)
+    # Every 4 steps instead of every epoch (8 steps per epoch): 2 epochs, 4 calls, 2 attempts.
+    hook = NowcastHook(_bundle(input_length=2, horizon=1), NowcastConfig(period=2), every_steps=4)
+    train(_zoo_config(epochs=2), hooks=[hook], task=mnist1d)
+    assert (hook.stats.calls, hook.stats.attempted) == (4, 2)
+
+
+def test_hook_with_no_jump_changes_nothing_in_the_run(mnist1d):
+    plain = train(_zoo_config(epochs=2), task=mnist1d)
+    hook = NowcastHook(_bundle("no-jump", input_length=2, horizon=1))
+    nowcast = train(_zoo_config(epochs=2), hooks=[hook], task=mnist1d)
+    assert hook.stats.accepted == 1  # probe loss unchanged: within tolerance
+    assert plain.history.column("val_loss") == nowcast.history.column("val_loss")
+    for a, b in zip(plain.model.parameters(), nowcast.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_hook_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="period=2 is shorter"):
+        NowcastHook(_bundle(), NowcastConfig(period=2))
+    with pytest.raises(ConfigError, match="every_steps >= 0"):
+        NowcastHook(_bundle(), every_steps=-1)
+
+
+def test_ddp_wrapped_model(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = _linear_model()
+        ddp = nn.parallel.DistributedDataParallel(model)
+        start = _params(model)
+        slope = {n: torch.full(p.shape, -0.1) for n, p in start.items()}
+        probe = (torch.randn(8, 4), torch.randn(8, 3), nn.functional.mse_loss)
+        nowcaster = Nowcaster(ddp, None, _bundle(), NowcastConfig(tolerance=1e6), probe=probe)
+        assert nowcaster.module is model and nowcaster.predicted == {"weight": "linear", "bias": "bias"}
+        assert _run_linear(model, nowcaster, start, slope, range(1, 6))[-1].outcome == "accepted"
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(param.detach(), start[name] + 10 * slope[name])
+        ddp(torch.randn(8, 4)).sum().backward()  # the wrapper still trains after a jump
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
