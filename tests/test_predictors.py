@@ -396,3 +396,13 @@ def test_build_errors():
         build_predictor("poly2-fit", input_length=2)
     with pytest.raises(ValueError, match="horizon=3"):
         WNN().predict(torch.zeros(2, 5), horizon=3)
+
+
+@pytest.mark.parametrize("kind", ["lfd2", "lfd2-norm"])
+def test_lfd2_no_jump_init_starts_at_the_last_value(kind):
+    predictor = build_predictor(kind, input_length=4, horizon=3, init="no-jump")
+    window = torch.tensor([[1.0, 2.0, 4.0, 3.0], [0.5, 0.25, 0.0, -1.0]])
+    assert torch.equal(predictor.predict_path(window), window[:, -1:].expand(2, 3))
+    assert build_predictor(kind, **predictor.config).config["init"] == "no-jump"
+    with pytest.raises(ConfigError, match="init must be one of"):
+        build_predictor(kind, init="zeros")

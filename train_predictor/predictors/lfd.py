@@ -12,6 +12,10 @@ window at w_n and scales it by its range + eps; the network then reads and predi
 values, so a prediction is invariant to affine changes of units and transfers across layers.
 The paper feeds raw weights (`normalize=False`).
 
+`init` (LFD-2): "default" is PyTorch's (LTSF-Linear's) init, as in the paper; "no-jump" starts
+the layer at weight 1 on w_n, 0 elsewhere and zero bias, so that training starts from the
+no-jump baseline instead of a random map (far better on short zoo trajectories).
+
 Loss: entry-wise mean L1 between predicted and true futures (in normalized units when
 normalized) plus `reg_weight` times the trajectory regularizer below.
 
@@ -33,6 +37,8 @@ from torch import Tensor, nn
 from train_predictor.predictors.base import Predictor, register_predictor
 
 __all__ = ["LinearFarcaster", "LFD2", "LFD2Norm", "LFN", "LFL", "LFS", "trajectory_regularizer"]
+
+INITS = ("default", "no-jump")  # of the linear layer, see the module docstring
 
 
 def trajectory_regularizer(last: Tensor, path: Tensor, start: int) -> Tensor:
@@ -81,6 +87,14 @@ class LinearFarcaster(Predictor):
         self.normalize, self.eps = normalize, eps
         self.reg_weight, self.reg_start = reg_weight, reg_start
         self.linear = nn.Linear(len(self.columns), horizon)
+        init = member_config.get("init", "default")
+        if init not in INITS:
+            raise self.config_error(f"init must be one of {INITS}, got {init!r}")
+        if init == "no-jump" and input_length - 1 in self.columns:
+            with torch.no_grad():
+                self.linear.weight.zero_()
+                self.linear.bias.zero_()
+                self.linear.weight[:, self.columns.index(input_length - 1)] = 1.0
 
     @property
     def horizons(self) -> tuple[int, ...]:
@@ -138,11 +152,12 @@ class LFD2(LinearFarcaster):
         eps: float = 1e-8,
         reg_weight: float = 1e-3,
         reg_start: int | None = None,
+        init: str = "default",
     ):
         if input_length < 2:
             raise self.config_error(f"input_length must be >= 2 (first and last), got {input_length}")
         super().__init__(
-            (0, input_length - 1), input_length, horizon, normalize, eps, reg_weight, reg_start
+            (0, input_length - 1), input_length, horizon, normalize, eps, reg_weight, reg_start, init=init
         )
 
 
@@ -160,10 +175,11 @@ class LFD2Norm(LFD2):
         eps: float = 1e-8,
         reg_weight: float = 1e-3,
         reg_start: int | None = None,
+        init: str = "default",
     ):
         if not normalize:
             raise self.config_error("is LFD-2 with normalize=True; use 'lfd2' for raw windows")
-        super().__init__(input_length, horizon, True, eps, reg_weight, reg_start)
+        super().__init__(input_length, horizon, True, eps, reg_weight, reg_start, init)
 
 
 @register_predictor

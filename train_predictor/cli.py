@@ -1,0 +1,46 @@
+"""`weightcast train-predictor` (train_predictor stage's command): fit per-layer-type predictors on a
+collection and export one bundle per kind; `python -m train_predictor` runs the same command, also
+under torchrun for data-parallel fits.
+
+    weightcast train-predictor --config configs/train_predictor/debug.yaml [key.sub=value ...]
+    python -m torch.distributed.run --nproc_per_node=2 -m train_predictor --config ... device=cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from zoo.cli import Command, add_config_arguments
+
+from collect.errors import CollectError
+from collect.schema import SchemaError
+from train_predictor.config import load_train_predictor_config
+from train_predictor.train import train_predictors
+
+__all__ = ["COMMAND"]
+
+
+def _train_predictor(args: argparse.Namespace) -> int:
+    config = load_train_predictor_config(args.config, args.overrides)
+    config_words = ["--config", args.config] if args.config else []
+    words = ["weightcast", "train-predictor", *config_words, *args.overrides]
+    try:
+        train_predictors(config, command=shlex.join(words))
+    except (CollectError, SchemaError) as err:
+        print(f"weightcast train-predictor: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, "train_predictor")
+    parser.set_defaults(func=_train_predictor)
+
+
+COMMAND = Command(
+    "train-predictor",
+    "fit per-layer-type weight predictors (WNN, LFD-2, ...) on a collection and export one bundle per kind",
+    _configure,
+)

@@ -1,0 +1,319 @@
+"""The training loop of the train_predictor stage: fit one predictor (one kind, one layer type) on a
+stream of (window, target) batches with a zoo optimizer (Adam by default), validate it every
+`eval_every` steps on fixed held-out windows, checkpoint it every `checkpoint_every` steps, resume
+from the latest checkpoint after a kill, and return it with its best-by-validation-loss weights.
+
+Under torchrun (`torch.distributed` initialized) the loss is wrapped in DistributedDataParallel, so
+gradients are averaged over ranks; every rank must get the same number of batches (see
+`data.train_batches`). Only rank 0 validates, writes checkpoints and logs; checkpoints must be on a
+filesystem every rank sees (they are read by every rank on resume).
+
+A checkpoint is a folder `<checkpoints>/step-<8 digits>/` with `tensors.safetensors` (the weights
+`model/<name>`, the best weights so far `best/<name>`, the optimizer's tensors
+`optimizer/<param index>/<name>`) and `state.json` (step, best step and loss, the optimizer's
+param groups and non-tensor state, and a fingerprint of what is being fitted). It is written under a
+temporary name and renamed, so a kill never leaves a half checkpoint; older ones are then deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from zoo.config import ConfigError
+from zoo.optim import SCHEDULES, OptimizerConfig, ScheduleConfig, build_optimizer
+from zoo.rundir import write_json_atomic
+
+from train_predictor.data import Batch, Windows
+from train_predictor.predictors import Predictor
+
+__all__ = [
+    "FitSettings",
+    "FitResult",
+    "NoTrainingData",
+    "fit",
+    "evaluate",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+]
+
+TENSORS_FILE = "tensors.safetensors"
+STATE_FILE = "state.json"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+class NoTrainingData(RuntimeError):
+    """The batch stream of some rank was empty: nothing to fit for this layer type."""
+
+
+@dataclass
+class FitSettings:
+    steps: int
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # over steps (steps_per_epoch = 1)
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = False
+    desc: str = ""  # progress bar label, e.g. "wnn/conv"
+    eval_batch_size: int = 65536  # windows per validation forward
+
+
+@dataclass
+class FitResult:
+    predictor: Predictor  # on the CPU, with the best weights (the last ones without validation)
+    start_step: int  # the checkpoint step this invocation resumed from (0: a fresh start)
+    best_step: int
+    best_loss: float | None  # validation loss at best_step (None without validation)
+    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of the best weights
+
+
+def fit(
+    predictor: Predictor,
+    make_batches: Callable[[int], Iterable[Batch]],
+    validation: Windows | None,
+    settings: FitSettings,
+    checkpoints: str | Path,
+    *,
+    fingerprint: dict[str, Any] | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Fit `predictor` for `settings.steps` steps in total, resuming from the latest checkpoint in
+    `checkpoints` (whose `fingerprint` must match). `make_batches(start_step)` gives the batch
+    stream of this invocation. `log` gets one row per validation (rank 0). Raises `NoTrainingData`
+    when a rank's stream is empty."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    checkpoints = Path(checkpoints)
+    fingerprint = _json_roundtrip(fingerprint or {})
+    device = settings.device
+    predictor.to(device)
+    optimizer = build_optimizer(predictor.parameters(), settings.optimizer)
+    has_validation = validation is not None and len(validation) > 0
+    start, best_step, best_loss, best_state = 0, 0, math.inf, None
+    latest = latest_checkpoint(checkpoints)
+    if latest is not None:
+        start, best_step, best_loss, best_state = load_checkpoint(latest, predictor, optimizer, fingerprint)
+    elif rank == 0:
+        _remove_stale(checkpoints)
+
+    def validate(step: int, train_loss: float | None) -> None:
+        nonlocal best_step, best_loss, best_state
+        row: dict[str, Any] = {"step": step, "train_loss": train_loss}
+        if has_validation:
+            metrics = evaluate(predictor, validation, batch_size=settings.eval_batch_size)
+            if metrics["loss"] < best_loss:
+                best_step, best_loss = step, metrics["loss"]
+                best_state = {k: v.detach().clone() for k, v in predictor.state_dict().items()}
+            row.update({f"val_{k}": v for k, v in metrics.items()}, best_step=best_step)
+        if log is not None:
+            log(row)
+
+    if start < settings.steps:
+        objective: nn.Module = _Objective(predictor)
+        if dist.is_initialized():
+            device_ids = [device.index] if device.type == "cuda" else None
+            objective = DistributedDataParallel(objective, device_ids=device_ids)
+        batches = iter(make_batches(start))
+        first = next(batches, None)
+        if not _all_ranks(first is not None, device):
+            raise NoTrainingData(f"{settings.desc or 'this predictor'}: no training windows on some rank")
+        if rank == 0 and start == 0 and has_validation:
+            validate(0, None)  # the untrained weights: a candidate, and the start of the curve
+        bar = tqdm(
+            total=settings.steps, initial=start, desc=settings.desc, unit="step",
+            disable=not (settings.progress and rank == 0), dynamic_ncols=True, leave=False,
+        )
+        loss_sum, loss_count = torch.zeros((), device=device), 0  # since the last validation
+        multiplier = SCHEDULES.get(settings.schedule.name)(settings.schedule, settings.steps, 1)
+        for step in range(start + 1, settings.steps + 1):
+            for group in optimizer.param_groups:  # a function of the step alone: nothing to resume
+                group["lr"] = settings.optimizer.lr * multiplier(step - 1)
+            batch = first if first is not None else next(batches, None)
+            first = None
+            if batch is None:
+                raise RuntimeError(f"{settings.desc}: batches ran out at step {step} of {settings.steps}")
+            window, target = (t.to(device, non_blocking=True) for t in batch)
+            loss = objective(window, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # no host sync per step
+            bar.update(1)
+            if step % 10 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+            if rank != 0:
+                continue
+            if step % settings.eval_every == 0 or step == settings.steps:
+                validate(step, loss_sum.item() / loss_count)
+                loss_sum, loss_count = torch.zeros((), device=device), 0
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                save_checkpoint(
+                    checkpoints, step, predictor, optimizer, best_state,
+                    {"best_step": best_step, "best_loss": best_loss, "fingerprint": fingerprint},
+                )
+        bar.close()
+
+    if best_state is not None:
+        predictor.load_state_dict(best_state)
+    else:
+        best_step = settings.steps
+    metrics = {}
+    if rank == 0 and has_validation:
+        metrics = evaluate(predictor, validation, batch_size=settings.eval_batch_size)
+    predictor.cpu()
+    return FitResult(predictor, start, best_step, best_loss if math.isfinite(best_loss) else None, metrics)
+
+
+def evaluate(predictor: Predictor, windows: Windows, *, batch_size: int = 65536) -> dict[str, float]:
+    """Errors of `predictor` on `windows`, in raw weight units, of the prediction at its main
+    horizon (`predictor.horizon`): `mae`, `mse`; plus `loss` (its training objective) when it is
+    trainable. Computed on the predictor's device, accumulated in float64."""
+    if not len(windows):
+        raise ValueError("no windows to evaluate on")
+    column = predictor.horizons.index(predictor.horizon)  # the target column of the main horizon
+    param = next(predictor.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    abs_sum = sq_sum = loss_sum = 0.0
+    with torch.no_grad():
+        for inputs, targets in zip(windows.inputs.split(batch_size), windows.targets.split(batch_size)):
+            inputs, targets = inputs.to(device), targets.to(device)
+            error = predictor.predict(inputs).double() - targets[:, column].double()  # (n,)
+            abs_sum += error.abs().sum().item()
+            sq_sum += error.square().sum().item()
+            if predictor.trainable:
+                loss_sum += predictor.loss(inputs, targets).item() * len(inputs)
+    count = len(windows)
+    metrics = {"mae": abs_sum / count, "mse": sq_sum / count}
+    if predictor.trainable:
+        metrics = {"loss": loss_sum / count, **metrics}
+    return metrics
+
+
+def save_checkpoint(
+    folder: str | Path,
+    step: int,
+    predictor: Predictor,
+    optimizer: torch.optim.Optimizer,
+    best_state: dict[str, Tensor] | None,
+    extra: dict[str, Any],
+) -> Path:
+    """Write `<folder>/step-<step>/` atomically (temporary folder, then rename), then delete the
+    older checkpoints of `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:08d}"
+    tmp = folder / f".tmp-step-{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    optim = optimizer.state_dict()
+    tensors = {f"model/{k}": v for k, v in predictor.state_dict().items()}
+    tensors.update({f"best/{k}": v for k, v in (best_state or {}).items()})
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, state in optim["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer/{index}/{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / TENSORS_FILE)
+    state = {
+        "step": step,
+        **extra,
+        "has_best": best_state is not None,
+        "optimizer": {"param_groups": optim["param_groups"], "state": scalars},
+    }
+    if not math.isfinite(state.get("best_loss", 0.0)):
+        state["best_loss"] = None  # JSON has no Infinity
+    write_json_atomic(tmp / STATE_FILE, state)
+    if final.exists():  # the same step written again (a resumed run that ended at a checkpoint step)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in folder.iterdir():
+        match = _STEP_DIR.match(old.name)
+        if match and int(match.group(1)) < step:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    path: str | Path,
+    predictor: Predictor,
+    optimizer: torch.optim.Optimizer,
+    fingerprint: dict[str, Any],
+) -> tuple[int, int, float, dict[str, Tensor] | None]:
+    """Load a checkpoint folder into `predictor` and `optimizer`; returns (step, best step, best
+    validation loss (inf if none), best weights or None). Raises `ConfigError` if the checkpoint
+    was made for something else (another fingerprint)."""
+    path = Path(path)
+    state = json.loads((path / STATE_FILE).read_text())
+    if state.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"checkpoint {path} was made for {state.get('fingerprint')}, not for {fingerprint}; "
+            f"choose another out_dir or delete {path.parent} to start over"
+        )
+    device = next(predictor.parameters()).device
+    tensors = load_file(path / TENSORS_FILE, device=str(device))
+    predictor.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
+    best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
+    optim_state: dict[int, dict[str, Any]] = {int(i): dict(s) for i, s in state["optimizer"]["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            optim_state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": optim_state, "param_groups": state["optimizer"]["param_groups"]})
+    best_loss = state["best_loss"] if state["best_loss"] is not None else math.inf
+    return state["step"], state["best_step"], best_loss, best if state["has_best"] else None
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The complete checkpoint of `folder` with the highest step, or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return max(steps)[1] if steps else None
+
+
+class _Objective(nn.Module):
+    """The predictor's training loss as `forward`, so DistributedDataParallel sees (and syncs) it."""
+
+    def __init__(self, predictor: Predictor):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, window: Tensor, target: Tensor) -> Tensor:
+        return self.predictor.loss(window, target)
+
+
+def _all_ranks(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` holds on every rank (itself when not distributed)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([int(flag)], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def _remove_stale(folder: Path) -> None:
+    """Delete temporary checkpoint folders that a kill left behind."""
+    if folder.is_dir():
+        for path in folder.glob(".tmp-step-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _json_roundtrip(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
