@@ -1,1 +1,33 @@
-"""weightcast stage: collect."""
+"""weightcast stage **collect**: train many zoo runs and record every parameter's per-epoch history
+into webdataset tar shards (one folder per layer type), with an index and a reader.
+
+Pipeline: zoo <- **collect** <- train_predictor <- eval.
+
+    from collect import Collection
+    for h in Collection("runs/collect/debug").histories(layer_type="linear"):
+        h.values  # (T, *shape)
+"""
+
+from collect.config import CollectConfig, expand, load_collect_config, run_id
+from collect.engines import CollectResult, run_collection
+from collect.errors import CollectError, CorruptShardError
+from collect.index import build_index, write_index
+from collect.reader import Collection
+from collect.schema import SCHEMA_VERSION, ParamHistory, decode_sample
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CollectConfig",
+    "CollectError",
+    "CollectResult",
+    "Collection",
+    "CorruptShardError",
+    "ParamHistory",
+    "build_index",
+    "decode_sample",
+    "expand",
+    "load_collect_config",
+    "run_collection",
+    "run_id",
+    "write_index",
+]

@@ -1,0 +1,372 @@
+"""Execution of a collection (collect): expand the population, take this job's static partition,
+skip committed runs, clean up after crashes, fan the rest out to workers, and write the index.
+
+Engines, all driving the same `collect.worker.Worker` and so producing the same runs:
+- `local` (default): worker processes on this machine (spawned; one per GPU when there are GPUs,
+  else `engine.workers` CPU workers), or the worker in this very process when there is one.
+- `ray`: one actor per worker on a Ray cluster (`ray start --head`, `ray start --address=...`, then
+  `weightcast collect ... engine.name=ray engine.address=auto`); `engine.num_gpus` is the GPU
+  fraction of each actor. `out_dir` (and `data_dir`) must be on a filesystem that every node mounts
+  at the same path, and weightcast must be installed on every node.
+Static partitions (`part=i/N`, or SLURM array variables) run the runs whose index % N == i under
+the shard prefix `part<i>of<N>`; `weightcast collect merge-index` joins them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import traceback
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from zoo.config import config_to_dict
+from zoo.registry import Registry
+
+from collect.config import CollectConfig, Expansion, RunSpec, expand, resolve_part
+from collect.errors import CollectError
+from collect.folder import CollectionFolder
+from collect.index import write_index
+from collect.worker import Worker
+
+__all__ = ["ENGINES", "CollectResult", "run_collection", "part_prefix", "select_part"]
+
+OnResult = Callable[[dict[str, Any]], None]
+# An engine runs `specs` into the folder `root` with shard prefix `prefix`, calling `on_result`
+# with each finished run's summary; it commits every finished run before it returns or raises.
+Engine = Callable[[CollectConfig, Path, list[RunSpec], str, OnResult], None]
+ENGINES: Registry[Engine] = Registry("engine")
+
+_PR_SET_PDEATHSIG = 1  # prctl option, from <linux/prctl.h>
+
+
+@dataclass
+class CollectResult:
+    root: Path
+    expansion: Expansion
+    part: tuple[int, int] | None
+    selected: int  # runs of this part
+    already_complete: int  # of those, committed before this invocation
+    finished: list[dict[str, Any]]  # summaries of the runs finished now
+    index: dict[str, Any] | None  # the index, once every run of the collection is committed
+
+
+def part_prefix(part: tuple[int, int] | None) -> str:
+    """Shard prefix of a partition: `part<i>of<N>`, or `all`."""
+    return "all" if part is None else f"part{part[0]}of{part[1]}"
+
+
+def select_part(specs: list[RunSpec], part: tuple[int, int] | None) -> list[RunSpec]:
+    """The runs of partition (i, N): those whose position in the sorted population is i mod N."""
+    if part is None:
+        return list(specs)
+    i, n = part
+    return [spec for k, spec in enumerate(specs) if k % n == i]
+
+
+def run_collection(
+    config: CollectConfig, *, progress: bool = True, echo: Callable[[str], None] = print
+) -> CollectResult:
+    """Collect every run of `config` (of its part) that is not committed yet; resumable after any crash."""
+    engine = ENGINES.get(config.engine.name)
+    expansion = expand(config)
+    part = resolve_part(config.part)
+    prefix = part_prefix(part)
+    specs = select_part(expansion.runs, part)
+    folder = CollectionFolder(config.out_dir, config.record.spool_dir)
+    record = {"dtype": config.record.dtype, "every_steps": config.record.every_steps}
+    folder.prepare(config, config.name, expansion.population_hash, [s.run_id for s in expansion.runs], record)
+    with folder.lock(prefix):
+        removed = folder.clean(prefix)
+        done = folder.completed_runs()
+        todo = [s for s in specs if s.run_id not in done]
+        echo(expansion.summary())
+        where = "" if part is None else f" in part {part[0]}/{part[1]}"
+        done_here = len(specs) - len(todo)
+        echo(f"{len(specs)} runs{where}: {done_here} already complete, {len(todo)} to run -> {folder.root}")
+        if removed:
+            echo(f"removed {len(removed)} leftover file(s) of an interrupted session")
+        finished = _execute(engine, config, folder, todo, prefix, len(specs), progress)
+        committed = folder.completed_runs()
+        index = None
+        if all(s.run_id in committed for s in expansion.runs):
+            index = write_index(folder.root)
+            folder.clean(None)  # the collection is complete: no session of any part can be running
+    return CollectResult(folder.root, expansion, part, len(specs), len(specs) - len(todo), finished, index)
+
+
+def _execute(
+    engine: Engine,
+    config: CollectConfig,
+    folder: CollectionFolder,
+    todo: list[RunSpec],
+    prefix: str,
+    total: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Run `todo` on `engine` with a progress bar and a log line per finished run."""
+    finished: list[dict[str, Any]] = []
+    bar = tqdm(total=total, initial=total - len(todo), unit="run", disable=not progress, dynamic_ncols=True)
+
+    def on_result(summary: dict[str, Any]) -> None:
+        finished.append(summary)
+        metric = summary["final_metric"]
+        folder.log(
+            f"run {summary['run_id']} {summary['status']} {summary['arch']} on {summary['task']} "
+            f"{summary['optimizer']} lr={summary['lr']:g} {summary['metric_name']}="
+            f"{'nan' if metric is None else f'{metric:.4f}'} snapshots={summary['snapshots']} "
+            f"seconds={summary['seconds']:.1f}"
+        )
+        bar.update(1)
+
+    try:
+        if todo:
+            engine(config, folder.root, todo, prefix, on_result)
+    finally:
+        bar.close()
+    return finished
+
+
+@ENGINES.register("local")
+def run_local(
+    config: CollectConfig, root: Path, specs: list[RunSpec], prefix: str, on_result: OnResult
+) -> None:
+    """Worker processes on this machine; the worker runs in this process when there is only one."""
+    gpus = torch.cuda.device_count() if config.device in ("auto", "cuda") else 0
+    workers = config.engine.workers or gpus or min(2, os.cpu_count() or 1)
+    workers = min(workers, len(specs))
+    threads = config.engine.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    devices = [f"cuda:{i % gpus}" if gpus else config.device for i in range(workers)]
+    if workers == 1:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            _run_serially(Worker(root, config, _session(prefix, 0), devices[0]), specs, on_result)
+        finally:
+            torch.set_num_threads(previous)
+        return
+    _run_processes(config, root, specs, prefix, on_result, devices, threads)
+
+
+@ENGINES.register("ray")
+def run_ray(
+    config: CollectConfig, root: Path, specs: list[RunSpec], prefix: str, on_result: OnResult
+) -> None:
+    """One Ray actor per worker, each reserving `engine.num_cpus` CPUs and `engine.num_gpus` GPUs."""
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise CollectError("engine.name=ray needs Ray: pip install 'weightcast[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=config.engine.address, log_to_driver=False)
+    engine = config.engine
+    resources = ray.cluster_resources()
+    workers = engine.workers or max(1, int(resources.get("CPU", 1) // max(engine.num_cpus, 1e-6)))
+    if engine.num_gpus > 0:
+        workers = min(workers, max(1, int(resources.get("GPU", 0) / engine.num_gpus)))
+    workers = min(workers, len(specs))
+    threads = engine.threads_per_worker or max(1, int(engine.num_cpus))
+    actor_class = ray.remote(num_cpus=engine.num_cpus, num_gpus=engine.num_gpus)(_RayWorker)
+    cfg = config_to_dict(config)
+    actors = [actor_class.remote(str(root), cfg, _session(prefix, i), threads) for i in range(workers)]
+    pool = ActorPool(actors)
+    try:
+        jobs = [asdict(s) for s in specs]
+        for summary in pool.map_unordered(lambda actor, spec: actor.run.remote(spec), jobs):
+            on_result(summary)
+    except BaseException as err:
+        ray.get([actor.close_quietly.remote() for actor in actors])
+        for actor in actors:
+            ray.kill(actor)
+        if isinstance(err, ray.exceptions.RayError):
+            raise CollectError(
+                f"a run failed on the Ray cluster; finished runs are committed, run the same command again "
+                f"to resume. {err}"
+            ) from None
+        raise
+    ray.get([actor.close.remote() for actor in actors])
+    for actor in actors:
+        ray.kill(actor)
+
+
+class _RayWorker:
+    """A `Worker` living in a Ray actor process."""
+
+    def __init__(self, root: str, config: dict[str, Any], session: str, threads: int):
+        torch.set_num_threads(threads)
+        self.worker = Worker(root, _config_from_dict(config), session)
+
+    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.worker.run(RunSpec(**spec))
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def close_quietly(self) -> None:
+        _close_quietly(self.worker)
+
+
+def _session(prefix: str, worker: int) -> str:
+    """`<prefix>-w<worker>-<random>`: unique per worker session, so groups never collide."""
+    return f"{prefix}-w{worker:02d}-{uuid.uuid4().hex[:8]}"
+
+
+def _config_from_dict(config: dict[str, Any]) -> CollectConfig:
+    merged = OmegaConf.merge(OmegaConf.structured(CollectConfig), config)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def _run_serially(worker: Worker, specs: list[RunSpec], on_result: OnResult) -> None:
+    spec = None
+    try:
+        for spec in specs:
+            on_result(worker.run(spec))
+    except CollectError:
+        _close_quietly(worker)  # commit the runs finished before the failure
+        raise
+    except Exception as err:
+        _close_quietly(worker)
+        raise CollectError(
+            f"run {spec.run_id} ({spec.train['arch']} on {spec.train['task']}) failed: {type(err).__name__}: "
+            f"{err}. Runs finished before it are committed; run the same command again to resume."
+        ) from err
+    except BaseException:  # KeyboardInterrupt, SystemExit
+        _close_quietly(worker)
+        raise
+    worker.close()
+
+
+def _close_quietly(worker: Worker) -> None:
+    """Commit what can be committed; if even that fails, leave only temporary files behind."""
+    try:
+        worker.close()
+    except Exception:
+        worker.abandon()
+
+
+def _run_processes(
+    config: CollectConfig,
+    root: Path,
+    specs: list[RunSpec],
+    prefix: str,
+    on_result: OnResult,
+    devices: list[str],
+    threads: int,
+) -> None:
+    ctx = mp.get_context("spawn")  # fork would copy the parent's torch threads and CUDA state
+    tasks, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    for spec in specs:
+        tasks.put(asdict(spec))
+    for _ in devices:
+        tasks.put(None)
+    tasks.cancel_join_thread()  # leftover specs after a stop must not block the parent's exit
+    cfg = config_to_dict(config)
+    processes = [
+        ctx.Process(
+            target=_process_main,
+            args=(str(root), cfg, _session(prefix, i), device, threads, tasks, results, stop, os.getpid()),
+            name=f"collect-worker-{i}",
+        )
+        for i, device in enumerate(devices)
+    ]
+    for process in processes:
+        process.start()
+    errors: list[str] = []
+    exited: set[str] = set()
+    silent: dict[str, int] = {}  # dead worker -> polls since; its last message may still be in the pipe
+    try:
+        while len(exited) < len(processes):
+            try:
+                kind, name, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                for process in _silently_dead(processes, exited, silent):
+                    exited.add(process.name)
+                    stop.set()
+                    code = process.exitcode
+                    errors.append(f"{process.name} died (exit code {code}: killed? out of memory?)")
+                continue
+            if kind == "done":
+                on_result(payload)
+            else:  # "exit" or "error": the worker has committed what it finished and stops
+                exited.add(name)
+                if kind == "error":
+                    stop.set()
+                    errors.append(f"{name}: {payload}")
+    except BaseException:
+        stop.set()
+        for process in processes:
+            process.join(timeout=60)
+        raise
+    for process in processes:
+        process.join()
+    if errors:
+        raise CollectError(
+            "collection stopped; runs finished before the failure are committed, run the same command "
+            "again to resume.\n" + "\n".join(errors)
+        )
+
+
+def _silently_dead(processes: list[Any], exited: set[str], silent: dict[str, int]) -> list[Any]:
+    """Workers that ended without a last message, after two quiet polls (it may still be in the pipe)."""
+    dead = []
+    for process in processes:
+        if process.exitcode is not None and process.name not in exited:
+            silent[process.name] = silent.get(process.name, 0) + 1
+            if silent[process.name] >= 2:
+                dead.append(process)
+    return dead
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this worker when its parent dies (even by SIGKILL): an orphan
+    would go on writing into a folder that the next session cleans up."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _process_main(
+    root: str,
+    config: dict[str, Any],
+    session: str,
+    device: str,
+    threads: int,
+    tasks: Any,
+    results: Any,
+    stop: Any,
+    parent: int,
+) -> None:
+    """A worker process: pull specs until the sentinel (or a stop), report each finished run."""
+    _die_with_parent(parent)
+    name = mp.current_process().name
+    torch.set_num_threads(threads)
+    try:
+        worker = Worker(root, _config_from_dict(config), session, device)
+    except BaseException as err:
+        results.put(("error", name, f"{type(err).__name__}: {err}"))
+        return
+    try:
+        while not stop.is_set():
+            spec = tasks.get()
+            if spec is None:
+                break
+            results.put(("done", name, worker.run(RunSpec(**spec))))
+    except BaseException as err:
+        _close_quietly(worker)
+        detail = "".join(traceback.format_exception(err)[-3:]).strip()
+        results.put(("error", name, f"{type(err).__name__}: {err}\n{detail}"))
+        sys.exit(1)
+    worker.close()
+    results.put(("exit", name, None))

@@ -1,0 +1,166 @@
+"""The collection folder (collect): its manifest, its commit records, and the recovery that makes a
+collection resumable after a crash. See `collect.schema` for the layout.
+
+On every start, `prepare` refuses a folder that holds another collection (another schema version or
+another population), and `clean` deletes what a crash of this prefix left behind: temporary shards,
+shards that no commit record references, and spool files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from zoo.rundir import prepare_run_dir, write_json_atomic
+
+from collect.errors import CollectError, disk_full_is_fatal
+from collect.schema import (
+    COMMITS_DIR,
+    INDEX_NAME,
+    LOG_NAME,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    SHARDS_DIR,
+    SPOOL_DIR,
+    SchemaError,
+    check_version,
+)
+
+__all__ = ["CollectionFolder"]
+
+# Everything a collection folder may hold; anything else means it is not (only) a collection.
+_LOCKS_DIR = "locks"
+_OWN_NAMES = {
+    "config.yaml", "meta.json", MANIFEST_NAME, COMMITS_DIR, SHARDS_DIR, SPOOL_DIR, LOG_NAME, INDEX_NAME,
+    _LOCKS_DIR, "wandb",
+}  # fmt: skip
+
+
+class CollectionFolder:
+    def __init__(self, root: str | Path, spool_dir: str | Path | None = None):
+        self.root = Path(root)
+        self.spool_dir = Path(spool_dir) if spool_dir else self.root / SPOOL_DIR
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            raise CollectError(f"{self.root} is not a collection folder (it has no {MANIFEST_NAME})")
+        manifest = _read_json(self.manifest_path)
+        check_version(manifest, f"collection {self.root}")
+        return manifest
+
+    def prepare(
+        self, config: Any, name: str, population_hash: str, run_ids: list[str], record: dict[str, Any]
+    ) -> None:
+        """Create the folder, or check that it holds this very collection; write config and manifest."""
+        if self.manifest_path.is_file():
+            old = _read_json(self.manifest_path)
+            if old.get("schema_version") != SCHEMA_VERSION:
+                raise CollectError(
+                    f"{self.root} holds a collection of schema version {old.get('schema_version')!r}; this "
+                    f"weightcast writes version {SCHEMA_VERSION}. Choose another out_dir."
+                )
+            if old.get("population_hash") != population_hash:
+                raise CollectError(
+                    f"{self.root} holds collection {old.get('name')!r} of another population "
+                    f"({len(old.get('runs', []))} runs, hash {old.get('population_hash')}; this config has "
+                    f"{len(run_ids)} runs, hash {population_hash}). Choose another out_dir, or resume "
+                    f"with the config that made it ({self.root / 'config.yaml'})."
+                )
+        elif self.root.is_dir() and any(self.root.iterdir()):
+            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in _OWN_NAMES)
+            if foreign or (self.root / COMMITS_DIR).is_dir():
+                raise CollectError(
+                    f"out_dir {self.root} is not empty and holds no collection manifest "
+                    f"({', '.join(foreign) or 'commit records'}); choose an empty or new out_dir"
+                )
+        with disk_full_is_fatal(self.root):
+            prepare_run_dir(self.root, config)
+            if not self.manifest_path.is_file():
+                write_json_atomic(
+                    self.manifest_path,
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "name": name,
+                        "population_hash": population_hash,
+                        "record": record,
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "runs": run_ids,
+                    },
+                )
+
+    def commit_records(self) -> list[dict[str, Any]]:
+        """Every commit record of the folder, sorted by group ID."""
+        records = []
+        for path in sorted((self.root / COMMITS_DIR).glob("*.json")):
+            record = _read_json(path)
+            try:
+                check_version(record, f"commit record {path}")
+            except SchemaError as err:
+                raise CollectError(str(err)) from None
+            records.append(record)
+        return records
+
+    def completed_runs(self) -> dict[str, dict[str, Any]]:
+        """Run ID -> run record of every committed run."""
+        return {run["run_id"]: run for record in self.commit_records() for run in record["runs"]}
+
+    def clean(self, prefix: str | None) -> list[Path]:
+        """Delete what crashed sessions of `prefix` (every prefix if None) left: temporary shards,
+        shards no commit record references, spool files. Returns what was deleted."""
+        referenced = {s["path"] for record in self.commit_records() for s in record["shards"]}
+        removed = []
+        for path in sorted((self.root / SHARDS_DIR).glob("*/*")):
+            rel = path.relative_to(self.root).as_posix()
+            if (prefix is None or path.name.startswith(f"{prefix}-")) and rel not in referenced:
+                path.unlink()
+                removed.append(path)
+        if self.spool_dir.is_dir():
+            for path in sorted(self.spool_dir.iterdir()):
+                if prefix is None or path.name.startswith(f"{prefix}-"):
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
+    @contextlib.contextmanager
+    def lock(self, prefix: str) -> Iterator[None]:
+        """Hold the session lock of `prefix`: a second session of the same part would clean up the
+        first one's files. The kernel releases it when the process ends, however it ends."""
+        path = self.root / _LOCKS_DIR / f"{prefix}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise CollectError(
+                    f"another session (pid {f.read().strip() or '?'}) is collecting part {prefix!r} into "
+                    f"{self.root}; wait for it to finish or stop it first"
+                ) from None
+            f.truncate(0)
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+
+    def log(self, line: str) -> None:
+        """Append a timestamped line to the folder's log (one line per run)."""
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with disk_full_is_fatal(self.root / LOG_NAME), open(self.root / LOG_NAME, "a") as f:
+            f.write(f"{stamp} {line}\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CollectError(
+            f"cannot read {path}: {err}; it was written atomically, so it was damaged later"
+        ) from None
