@@ -173,22 +173,7 @@ def load_collect_config(path: str | Path | None = None, overrides: Sequence[str]
                     f"{path}: population[{i}] has unknown key(s) {unknown}; "
                     f"valid keys: {', '.join(sorted(valid))}"
                 )
-    # `population.<i>.<key>=value` reaches into a list, which dotlist merging cannot: applied after.
-    into_groups = [o for o in overrides if re.match(r"population\.\d+\.", o)]
-    config = load_config(CollectConfig, path, [o for o in overrides if o not in into_groups])
-    if not into_groups:
-        return config
-    node = OmegaConf.structured(config)
-    for override in into_groups:
-        key, _, value = override.partition("=")
-        index = int(key.split(".")[1])
-        if index >= len(config.population):
-            raise ConfigError(f"override {override!r}: the population has {len(config.population)} groups")
-        try:
-            OmegaConf.update(node, key, yaml.safe_load(value), merge=False)
-        except Exception as err:  # omegaconf's key and validation errors
-            raise ConfigError(f"invalid override {override!r}: {str(err).splitlines()[0]}") from None
-    return OmegaConf.to_object(node)  # type: ignore[return-value]
+    return load_config(CollectConfig, path, overrides)  # `population.<i>.<key>=v` reaches into groups
 
 
 def run_id(train: TrainConfig, record: RecordConfig) -> str:

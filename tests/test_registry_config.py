@@ -42,6 +42,7 @@ class _Inner:
 class _Outer:
     inner: _Inner = field(default_factory=_Inner)
     steps: int = 3
+    groups: list[_Inner] = field(default_factory=lambda: [_Inner(), _Inner(0.75)])
 
 
 def test_config_layers_defaults_file_overrides(tmp_path):
@@ -51,12 +52,19 @@ def test_config_layers_defaults_file_overrides(tmp_path):
     assert load_config(_Outer, path) == _Outer(_Inner(0.25), 7)
     cfg = load_config(_Outer, path, ["inner.rate=0.1", "inner.names=[x,y]"])
     assert cfg == _Outer(_Inner(0.1, ["x", "y"]), 7)
+    # overrides index into lists of dataclasses; 1e-3 parses as a float
+    cfg = load_config(_Outer, overrides=["groups.1.rate=1e-3", "groups.0.names=[]"])
+    assert cfg.groups == [_Inner(0.5, []), _Inner(0.001)]
 
 
 def test_config_errors_say_what_is_valid(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'inner.rte'.*valid keys: rate, names"):
         load_config(_Outer, overrides=["inner.rte=1"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'stepz'.*valid keys: inner, steps"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'groups\[1\].rte'.*valid keys: rate, names"):
+        load_config(_Outer, overrides=["groups.1.rte=1"])
+    with pytest.raises(ConfigError, match=r"override 'groups.2.rate=1': index out of range"):
+        load_config(_Outer, overrides=["groups.2.rate=1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'stepz'.*valid keys: inner, steps, groups"):
         load_config(_Outer, overrides=["stepz=1"])
     with pytest.raises(ConfigError, match="steps"):
         load_config(_Outer, overrides=["steps=many"])

@@ -8,12 +8,13 @@ checked by each config's own `__post_init__`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 __all__ = ["ConfigError", "load_config", "config_to_yaml", "config_to_dict", "save_config"]
 
@@ -38,17 +39,22 @@ def load_config(
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
     try:
         merged = OmegaConf.merge(*layers)
+        # One update per override, not a merged dotlist: `population.0.lr=...` indexes into lists.
+        for override in overrides:
+            key, _, value = override.partition("=")
+            if _is_list_index_out_of_range(merged, key):
+                raise ConfigError(f"override {override!r}: index out of range")
+            OmegaConf.update(merged, key, _parse_value(value), merge=True)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except ConfigKeyError as err:
+    except (ConfigKeyError, ConfigAttributeError) as err:
         key = getattr(err, "full_key", None) or getattr(err, "key", "?")
         raise ConfigError(
             f"unknown config key {key!r} for {cls.__name__}; {_valid_keys_hint(cls, str(key))}"
         ) from None
     except ValidationError as err:
-        raise ConfigError(f"invalid value for {getattr(err, 'full_key', '?')!r}: {err.msg}") from None
+        raise ConfigError(f"invalid value for {getattr(err, 'full_key', '?')!r}: {err.msg.splitlines()[0]}") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid config: {getattr(err, 'msg', err)}") from None
 
@@ -70,10 +76,32 @@ def save_config(config: Any, path: str | Path) -> Path:
     return path
 
 
+def _parse_value(text: str) -> Any:
+    """An override's value, parsed as OmegaConf parses a dotlist (YAML: 1e-3 is a float, [a,b] a list)."""
+    return OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"]  # type: ignore[index]
+
+
+def _is_list_index_out_of_range(config: Any, key: str) -> bool:
+    node = config
+    for part in key.split(".")[:-1]:
+        if OmegaConf.is_list(node):
+            if not part.isdigit() or int(part) >= len(node):
+                return True
+            node = node[int(part)]
+        elif OmegaConf.is_dict(node) and part in node:
+            node = node[part]
+        else:
+            return False
+    return False
+
+
 def _valid_keys_hint(cls: type, full_key: str) -> str:
     """List the valid keys at the level where `full_key` went wrong."""
     node: Any = cls
-    for part in full_key.split(".")[:-1]:
+    for part in re.split(r"[.\[\]]+", full_key.strip("]"))[:-1]:
+        if typing.get_origin(node) is list:  # population.0.key: the list's element type
+            node = typing.get_args(node)[0]
+            continue
         hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
         if part not in hints:
             break
