@@ -1,0 +1,199 @@
+"""`weightcast eval` (eval stage's command, the last of zoo <- collect <- train_predictor <- eval):
+evaluate predictor bundles zero-shot on held-out tasks and write a report folder; `run_eval` is
+the same from Python (the quick start calls it).
+
+    weightcast eval --config configs/eval/debug.yaml [key.sub=value ...]
+    weightcast eval --config configs/eval/zero-shot.yaml          # the shipped bundles, full suite
+
+What a run does, in order; every check comes before the first training run, so bad input stops
+eval with a message and leaves no run half-reported:
+  open every method's bundle (unavailable ones are reported, or stop eval with require_bundles)
+  -> zero-shot checks (tasks and the forecast collection) -> preflight of every (task, method)
+  -> forecast error on the held-out collection (forecast.json)
+  -> speed-up runs, each appended to results.jsonl as it finishes (a re-run resumes)
+  -> report.md, report.json, plots; logged to wandb with tracking.name=wandb (job_type=eval)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from collect import Collection, CollectError
+from eval.config import (
+    BundleUnavailable,
+    EvalConfig,
+    check_zero_shot,
+    load_eval_config,
+    open_method_bundle,
+)
+from eval.forecast import ForecastResult, evaluate_forecast
+from eval.report import REPORT_FILE, describe_methods, forecast_tables, speedup_table, write_report
+from eval.speedup import preflight, run_speedup, summarize
+from train_predictor.bundle import BundleFormatError, PredictorBundle
+from zoo.cli import Command, add_config_arguments
+from zoo.config import ConfigError, config_to_dict
+from zoo.rundir import prepare_run_dir, write_json_atomic
+
+__all__ = ["EvalResult", "FORECAST_FILE", "run_eval", "COMMAND"]
+
+FORECAST_FILE = "forecast.json"
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    report: Path  # report.md
+    files: dict[str, Path]  # every report file by name
+    methods: list[dict[str, Any]]  # `describe_methods` rows: availability, kind, trained-on collection
+    forecast: ForecastResult | None
+    summary: dict[str, Any] | None  # `eval.speedup.summarize`
+    notes: list[str]
+
+
+def run_eval(config: EvalConfig, *, echo: Callable[[str], None] = print) -> EvalResult:
+    """Run the evaluations of `config` and write its report folder (see the module docstring)."""
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, echo)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
+    bundles, unavailable = _open_bundles(config)
+    notes = [f"method {name!r} not available: {why}" for name, why in unavailable.items()]
+    collection = None
+    if config.speedup.enabled:
+        tasks = {label: entry.task for label, entry in config.speedup.tasks.items()}
+        notes += check_zero_shot(tasks, bundles, config.allow_seen, "speedup.tasks")
+        notes += preflight(config, bundles)
+    if config.forecast.collection:
+        try:
+            collection = Collection(config.forecast.collection)
+        except CollectError as err:
+            raise ConfigError(f"forecast.collection: {err}") from None
+        tasks = {r["task"]: r["task"] for r in collection.runs(split=config.forecast.split)}
+        if not tasks:
+            raise ConfigError(
+                f"forecast.collection {collection.name!r} ({collection.root}) has no runs of split "
+                f"{config.forecast.split!r}; its tasks: {sorted({r['task'] for r in collection.runs()})}"
+            )
+        where = f"forecast.collection {collection.name!r}"
+        notes += check_zero_shot(tasks, bundles, config.allow_seen, where)
+    for note in notes:
+        echo(f"note: {note}")
+
+    out = prepare_run_dir(config.out_dir, config)
+    forecast = None
+    if collection is not None:
+        echo(f"forecast error on {collection.name!r} ({config.forecast.collection})")
+        forecast = evaluate_forecast(collection, _distinct(config, bundles), config.forecast)
+        write_json_atomic(out / FORECAST_FILE, forecast.to_dict())
+        notes += [f"forecast: {n}" for n in forecast.notes]
+    summary, rows = None, []
+    if config.speedup.enabled:
+        rows = run_speedup(config, bundles, out, echo=echo)
+        summary = summarize(config, rows)
+    methods = describe_methods(config, bundles, unavailable)
+    files = write_report(out, config, methods, forecast, summary, rows, notes)
+    if config.tracking.name == "wandb":
+        _log_to_wandb(config, out, forecast, summary, files)
+    return EvalResult(out, files[REPORT_FILE], files, methods, forecast, summary, notes)
+
+
+def _open_bundles(config: EvalConfig) -> tuple[dict[str, PredictorBundle], dict[str, str]]:
+    """(method -> bundle, method -> why it is unavailable)."""
+    bundles, unavailable = {}, {}
+    for name, method in config.methods.items():
+        try:
+            bundles[name] = open_method_bundle(method)
+        except BundleUnavailable as err:
+            if config.require_bundles:
+                raise ConfigError(
+                    f"method {name!r}: {err} (require_bundles=true; set it to false to report the method as "
+                    "not available and evaluate the others)"
+                ) from None
+            unavailable[name] = str(err)
+        except BundleFormatError as err:
+            raise ConfigError(f"method {name!r}: {err}") from None
+    return bundles, unavailable
+
+
+def _distinct(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> dict[str, PredictorBundle]:
+    """One entry per distinct bundle source (LFD-2 in nowcast and farcast modes is one bundle),
+    named by its kind when no other bundle has that kind, else by its first method's name."""
+    by_source: dict[str, tuple[str, PredictorBundle]] = {}
+    for name, bundle in bundles.items():
+        by_source.setdefault(config.methods[name].source(), (name, bundle))
+    kinds = [bundle.kind for _, bundle in by_source.values()]
+    return {(b.kind if kinds.count(b.kind) == 1 else name): b for name, b in by_source.values()}
+
+
+def _log_to_wandb(
+    config: EvalConfig, out: Path, forecast: ForecastResult | None, summary: dict[str, Any] | None,
+    files: dict[str, Path],
+) -> None:
+    import wandb  # optional: only tracked evaluations need it
+
+    run = wandb.init(
+        project=config.tracking.project, job_type="eval", name=config.name, dir=str(out),
+        config=config_to_dict(config),
+    )
+    try:
+        logged: dict[str, Any] = {}
+        if forecast is not None and forecast.rows:
+            columns = list(vars(forecast.rows[0]))
+            data = [list(vars(r).values()) for r in forecast.rows]
+            logged["forecast"] = wandb.Table(columns=columns, data=data)
+        if summary is not None:
+            columns = ["task", "method", "epochs_mean", "speedup_epochs", "speedup_wall", "best", "status"]
+            data = [
+                [label, name, *(s[k] for k in columns[2:])]
+                for label, task in summary["tasks"].items()
+                for name, s in task["methods"].items()
+            ]
+            logged["speedup"] = wandb.Table(columns=columns, data=data)
+            for name, means in summary["methods"].items():
+                run.summary[f"{name}/geomean_speedup_epochs"] = means["geomean_epochs"]
+                run.summary[f"{name}/geomean_speedup_wall"] = means["geomean_wall"]
+        for name, path in files.items():
+            if path.suffix == ".png":
+                logged[f"plots/{path.stem}"] = wandb.Image(str(path))
+        run.log(logged)
+    finally:
+        run.finish()
+
+
+def _eval(args: argparse.Namespace) -> int:
+    config = load_eval_config(args.config, args.overrides)
+    try:
+        result = run_eval(config)
+    except (CollectError, BundleFormatError) as err:
+        print(f"weightcast eval: error: {err}", file=sys.stderr)
+        return 1
+    if result.forecast is not None:
+        print(forecast_tables(result.forecast))
+    if result.summary is not None:
+        print(speedup_table(result.summary))
+    print(f"report: {result.report}")
+    return 0
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, "eval")
+    parser.set_defaults(func=_eval)
+
+
+COMMAND = Command(
+    "eval",
+    "evaluate predictor bundles zero-shot on held-out tasks: forecast error and training speed-up",
+    _configure,
+)

@@ -1,0 +1,178 @@
+"""`weightcast quickstart` (eval stage's second command): the whole pipeline, zoo <- collect <-
+train_predictor <- eval, at debug size, on a CPU, offline, in a few minutes. It runs each stage's
+debug config through the stage's public Python function, with every output under one folder:
+
+    <out>/collect/zoo        a small zoo on MNIST-1D             configs/collect/debug.yaml
+    <out>/collect/heldout    runs of two held-out tasks           the same, population HELDOUT_POPULATION
+    <out>/train_predictor    WNN and LFD-2 bundles fitted on the zoo  configs/train_predictor/debug.yaml
+    <out>/eval               their forecast error on the held-out runs and their speed-up on two
+                             held-out tasks against plain training and the linear fit
+                                                                  configs/eval/debug.yaml
+
+then prints the speed-up table and the path of the report. Each stage resumes: a second call
+reuses what is finished. Overrides go to one stage by prefix:
+
+    weightcast quickstart --out runs/quickstart collect.population.0.seed=[0] \
+        train_predictor.steps=30 eval.speedup.seeds=[0]
+
+The eval config's bundles that live in the train-predictor debug config's out_dir, and its forecast
+collection, are moved to this run's own folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from collect import CollectError, load_collect_config, run_collection
+from eval.cli import EvalResult, run_eval
+from eval.config import load_eval_config
+from eval.report import speedup_table
+from train_predictor.bundle import BundleFormatError
+from train_predictor.config import load_train_predictor_config
+from train_predictor.train import train_predictors
+from zoo.cli import Command, run_command
+from zoo.config import ConfigError
+
+__all__ = ["CONFIGS_DIR", "HELDOUT_POPULATION", "STAGES", "QuickstartResult", "quickstart", "COMMAND"]
+
+# The repository's configs folder (an editable install or a source checkout).
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+# The held-out collection for the forecast error: small MLPs on two held-out tasks, 6 epochs.
+HELDOUT_POPULATION = (
+    "[{arch: [mlp], arch_kwargs: [{depth: 1, width: 16}], task: [wine, digits], optimizer: [adam], "
+    "lr: [0.01], batch_size: [32], epochs: [6], seed: [0]}]"
+)
+STAGES = ("collect", "heldout", "train_predictor", "eval")  # override prefixes, in pipeline order
+
+
+@dataclass
+class QuickstartResult:
+    out_dir: Path
+    eval: EvalResult
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall-clock seconds
+
+
+def quickstart(
+    out_dir: str | Path = "runs/quickstart",
+    *,
+    configs_dir: str | Path = CONFIGS_DIR,
+    overrides: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
+) -> QuickstartResult:
+    """Run the debug pipeline into `out_dir` (see the module docstring). `overrides` are
+    `<stage>.key=value` with a stage of `STAGES`."""
+    out, configs = Path(out_dir), Path(configs_dir)
+    by_stage = _route(overrides)
+    paths = {name: configs / name / "debug.yaml" for name in ("collect", "train_predictor", "eval")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ConfigError(
+            f"the quick start reads the stages' debug configs, not found: {', '.join(missing)}; run it "
+            "from a source checkout of weightcast or give --configs DIR (a folder with collect/, "
+            "train_predictor/ and eval/)"
+        )
+    zoo, heldout, fitted = out / "collect" / "zoo", out / "collect" / "heldout", out / "train_predictor"
+    # Loaded before anything runs, so that a bad override fails first.
+    collect_config = load_collect_config(
+        paths["collect"], ["name=quickstart-zoo", f"out_dir={zoo}", *by_stage["collect"]]
+    )
+    heldout_config = load_collect_config(
+        paths["collect"],
+        [
+            "name=quickstart-heldout", f"out_dir={heldout}", f"population={HELDOUT_POPULATION}",
+            *by_stage["heldout"],
+        ],
+    )
+    train_config = load_train_predictor_config(
+        paths["train_predictor"],
+        [
+            "name=quickstart", f"collection={zoo}", f"out_dir={fitted}", "progress=false",
+            *by_stage["train_predictor"],
+        ],
+    )
+    debug_bundles = Path(load_train_predictor_config(paths["train_predictor"]).out_dir)
+    eval_config = load_eval_config(paths["eval"], by_stage["eval"])
+    moved = [
+        f"methods.{name}.bundle={fitted / Path(m.bundle).name}"
+        for name, m in eval_config.methods.items()
+        if m.bundle is not None and Path(m.bundle).parent == debug_bundles
+    ]
+    eval_config = load_eval_config(
+        paths["eval"],
+        [
+            "name=quickstart", f"out_dir={out / 'eval'}", f"forecast.collection={heldout}", *moved,
+            *by_stage["eval"],
+        ],
+    )
+
+    seconds: dict[str, float] = {}
+    for name, step in (
+        ("collect", lambda: run_collection(collect_config, progress=False, echo=echo)),
+        ("heldout", lambda: run_collection(heldout_config, progress=False, echo=echo)),
+        ("train_predictor", lambda: train_predictors(train_config, echo=echo)),
+    ):
+        echo(f"== quickstart: {name}")
+        start = time.perf_counter()
+        step()
+        seconds[name] = time.perf_counter() - start
+    echo("== quickstart: eval")
+    start = time.perf_counter()
+    result = run_eval(eval_config, echo=echo)
+    seconds["eval"] = time.perf_counter() - start
+    return QuickstartResult(out, result, seconds)
+
+
+def _route(overrides: Sequence[str]) -> dict[str, list[str]]:
+    """`stage.key=value` -> {stage: ["key=value"]}."""
+    routed: dict[str, list[str]] = {stage: [] for stage in STAGES}
+    for override in overrides:
+        stage, dot, rest = override.partition(".")
+        if not dot or stage not in routed or "=" not in rest:
+            raise ConfigError(
+                f"quickstart overrides look like <stage>.key=value with a stage of {', '.join(STAGES)}; "
+                f"got {override!r}"
+            )
+        routed[stage].append(rest)
+    return routed
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        result = quickstart(args.out, configs_dir=args.configs, overrides=args.overrides)
+    except (CollectError, BundleFormatError) as err:
+        print(f"weightcast quickstart: error: {err}", file=sys.stderr)
+        return 1
+    stages = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
+    if result.eval.summary is not None:
+        print(speedup_table(result.eval.summary))
+    print(f"quickstart finished in {time.perf_counter() - start:.0f} s ({stages})")
+    print(f"report: {result.eval.report}")
+    return 0
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", default="runs/quickstart", help="folder for everything (default: runs/quickstart)"
+    )
+    parser.add_argument("--configs", default=str(CONFIGS_DIR), help="folder of the stages' debug configs")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="stage.key=value",
+        help=f"config overrides of one stage ({', '.join(STAGES)})",
+    )
+    parser.set_defaults(func=_quickstart)
+
+
+COMMAND = Command(
+    "quickstart",
+    "run the whole pipeline at debug size on a CPU (collect, train WNN and LFD-2, evaluate zero-shot)",
+    _configure,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_command(COMMAND))
