@@ -3,7 +3,7 @@ train_predictor <- eval, at debug size, on a CPU, offline, in a few minutes. It 
 debug config through the stage's public Python function, with every output under one folder:
 
     <out>/collect/zoo        a small zoo on MNIST-1D             configs/collect/debug.yaml
-    <out>/collect/heldout    runs of two held-out tasks           the same, population HELDOUT_POPULATION
+    <out>/collect/heldout    runs of two held-out tasks           configs/collect/debug-heldout.yaml
     <out>/train_predictor    WNN and LFD-2 bundles fitted on the zoo  configs/train_predictor/debug.yaml
     <out>/eval               their forecast error on the held-out runs and their speed-up on two
                              held-out tasks against plain training and the linear fit
@@ -38,15 +38,10 @@ from train_predictor.train import train_predictors
 from zoo.cli import Command, run_command
 from zoo.config import ConfigError
 
-__all__ = ["CONFIGS_DIR", "HELDOUT_POPULATION", "STAGES", "QuickstartResult", "quickstart", "COMMAND"]
+__all__ = ["CONFIGS_DIR", "STAGES", "QuickstartResult", "quickstart", "COMMAND"]
 
 # The repository's configs folder (an editable install or a source checkout).
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-# The held-out collection for the forecast error: small MLPs on two held-out tasks, 6 epochs.
-HELDOUT_POPULATION = (
-    "[{arch: [mlp], arch_kwargs: [{depth: 1, width: 16}], task: [wine, digits], optimizer: [adam], "
-    "lr: [0.01], batch_size: [32], epochs: [6], seed: [0]}]"
-)
 STAGES = ("collect", "heldout", "train_predictor", "eval")  # override prefixes, in pipeline order
 
 
@@ -69,6 +64,7 @@ def quickstart(
     out, configs = Path(out_dir), Path(configs_dir)
     by_stage = _route(overrides)
     paths = {name: configs / name / "debug.yaml" for name in ("collect", "train_predictor", "eval")}
+    paths["heldout"] = configs / "collect" / "debug-heldout.yaml"
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise ConfigError(
@@ -82,11 +78,7 @@ def quickstart(
         paths["collect"], ["name=quickstart-zoo", f"out_dir={zoo}", *by_stage["collect"]]
     )
     heldout_config = load_collect_config(
-        paths["collect"],
-        [
-            "name=quickstart-heldout", f"out_dir={heldout}", f"population={HELDOUT_POPULATION}",
-            *by_stage["heldout"],
-        ],
+        paths["heldout"], ["name=quickstart-heldout", f"out_dir={heldout}", *by_stage["heldout"]]
     )
     train_config = load_train_predictor_config(
         paths["train_predictor"],
