@@ -234,7 +234,8 @@ def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys
         bundle = PredictorBundle.from_pretrained(out / kind)
         assert bundle.kind == kind and bundle.layer_types == ("linear", "bias")
         assert bundle.fallback == {"conv": "linear", "norm": "bias", "embedding": "linear"}
-        assert (bundle.input_length, bundle.horizon) == tuple(config.predictor_kwargs[kind].values())
+        kwargs = config.predictor_kwargs[kind]
+        assert (bundle.input_length, bundle.horizon) == (kwargs["input_length"], kwargs["horizon"])
         assert bundle.trained_on["collection"] == "tiny" and bundle.trained_on["tasks"] == ["syn1", "syn2"]
         assert bundle.trained_on["runs"] == 6 and bundle.trained_on["trajectories"] == 24
         assert bundle.commands[0].startswith(f"weightcast train-predictor --config {DEBUG}")

@@ -13,6 +13,8 @@ Contract of a `Predictor` subclass:
 - `forward(window) -> (N, len(horizons))`: differentiable, in the window's units.
 - `predict(window, horizon=None) -> (N,)` and `predict_path(window) -> (N, len(horizons))`:
   inference only (no autograd), chunked over scalars, output in the window's dtype and device.
+  `predict` runs `predict_kernel(horizon)`, which subclasses may override with a fused fast path
+  (WNN, the linear farcasters) that computes the same function as `extrapolate`.
 - `loss(window, target) -> scalar`: training objective, regularization included (trainable only).
 - `config`: the JSON-able constructor keyword arguments; `build_predictor(kind, **config)` rebuilds
   an identical architecture (load the state dict to get identical outputs).
@@ -36,11 +38,15 @@ __all__ = [
     "register_predictor",
     "build_predictor",
     "DEFAULT_CHUNK_SIZE",
+    "Kernel",
 ]
 
-# Scalars per inference chunk: bounds the memory of one forward (WNN holds ~8 (chunk, 64)
-# activations at once, ~2 GB in float32 at 1e6).
+# Scalars per inference chunk: bounds the windows converted to the predictor's dtype/device at
+# once. The fused kernels work inside a chunk in cache-sized blocks of their own.
 DEFAULT_CHUNK_SIZE = 1_000_000
+
+# kernel(window chunk (c, L), out (c,)): writes the chunk's predictions into `out`.
+Kernel = Callable[[Tensor, Tensor], None]
 
 PREDICTORS: Registry[type["Predictor"]] = Registry("predictor")
 
@@ -93,20 +99,43 @@ class Predictor(nn.Module):
         raise TypeError(f"predictor {self.kind!r} is rule-based (trainable=False): it has no loss")
 
     def predict(
-        self, window: Tensor, horizon: int | None = None, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        window: Tensor,
+        horizon: int | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        out: Tensor | None = None,
     ) -> Tensor:
         """(N, input_length) -> (N,): the value `horizon` (default `self.horizon`) steps after
-        the last input, without autograd, `chunk_size` scalars at a time."""
+        the last input, without autograd, at most `chunk_size` scalars at a time; written into
+        `out` ((N,), the window's dtype and device) when given, e.g. a buffer reused across
+        calls, which saves allocating (and page-faulting) N fresh values per call."""
         horizon = self.horizon if horizon is None else horizon
         if not self.supports_horizon(horizon):
             raise ValueError(
                 f"predictor {self.kind!r} cannot predict horizon={horizon}; it covers {self.horizons}"
             )
-        return self._chunked(window, lambda w: self.extrapolate(w, horizon), chunk_size)
+        self.check_window(window)
+        if out is not None and (
+            out.shape != window.shape[:1] or out.dtype != window.dtype or out.device != window.device
+        ):
+            raise ValueError(
+                f"out must be a ({window.shape[0]},) {window.dtype} tensor on {window.device} like the "
+                f"window's first column, got {tuple(out.shape)} {out.dtype} on {out.device}"
+            )
+        return self._chunked(window, self.predict_kernel(horizon), chunk_size, (), out)
 
     def predict_path(self, window: Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
         """(N, input_length) -> (N, len(horizons)): the values at all of `horizons`."""
-        return self._chunked(window, self, chunk_size)
+        self.check_window(window)
+        return self._chunked(window, lambda w, out: out.copy_(self(w)), chunk_size, (len(self.horizons),))
+
+    def predict_kernel(self, horizon: int) -> Kernel:
+        """The function `predict` applies to each chunk (called under no_grad, in the compute
+        dtype/device): `kernel(window (c, L), out (c,))` writes `extrapolate(window, horizon)`
+        into `out`. Built once per `predict` call, so that it may hold state derived from the
+        current parameters (fused weights, scratch buffers)."""
+        return lambda window, out: out.copy_(self.extrapolate(window, horizon))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
@@ -136,11 +165,17 @@ class Predictor(nn.Module):
         return target
 
     def _chunked(
-        self, window: Tensor, fn: Callable[[Tensor], Tensor], chunk_size: int
+        self,
+        window: Tensor,
+        kernel: Kernel,
+        chunk_size: int,
+        width: tuple[int, ...],
+        out: Tensor | None = None,
     ) -> Tensor:
-        """Apply `fn` chunk by chunk under no_grad, in the parameters' dtype/device (trainable
-        predictors) or at least float32 (rule-based), and return in the window's dtype/device."""
-        self.check_window(window)
+        """Run `kernel` chunk by chunk under no_grad, in the parameters' dtype/device (trainable
+        predictors) or at least float32 (rule-based), into one (N, *width) output in the window's
+        dtype/device (`out`, or a new tensor), written in place: the only memory beyond it is one
+        chunk's conversion copies and the kernel's own scratch."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         param = next(self.parameters(), None)
@@ -148,12 +183,19 @@ class Predictor(nn.Module):
             dtype, device = param.dtype, param.device
         else:
             dtype, device = torch.promote_types(window.dtype, torch.float32), window.device
+        if out is None:
+            out = torch.empty((window.shape[0], *width), dtype=window.dtype, device=window.device)
+        direct = dtype == window.dtype and device == window.device
         with torch.no_grad():
-            outs = [
-                fn(chunk.to(device=device, dtype=dtype)).to(device=window.device, dtype=window.dtype)
-                for chunk in window.split(chunk_size)
-            ]
-        return torch.cat(outs)
+            for begin in range(0, window.shape[0], chunk_size):
+                chunk, target = window[begin : begin + chunk_size], out[begin : begin + chunk_size]
+                if direct:
+                    kernel(chunk, target)
+                else:  # compute in the predictor's dtype/device, then convert back
+                    result = torch.empty(target.shape, dtype=dtype, device=device)
+                    kernel(chunk.to(device=device, dtype=dtype), result)
+                    target.copy_(result)
+        return out
 
 
 class RuleBasedPredictor(Predictor):
