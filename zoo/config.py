@@ -41,9 +41,13 @@ def load_config(
         raise ConfigError(f"overrides must look like key.sub=value, got {bad}")
     try:
         merged = OmegaConf.merge(*layers)
-        # One update per override, not a merged dotlist: `population.0.lr=...` indexes into lists.
         for override in overrides:
             key, _, value = override.partition("=")
+            if not any(part.isdigit() for part in key.split(".")):
+                # A merged dotlist can add typed entries to dicts (`methods.new.predictor=...`).
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+                continue
+            # `population.0.lr=...` indexes into a list, which only an update can do.
             if _is_list_index_out_of_range(merged, key):
                 raise ConfigError(f"override {override!r}: index out of range")
             OmegaConf.update(merged, key, _parse_value(value), merge=True)
