@@ -251,7 +251,11 @@ def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys
             assert len(windows) == report["validation"][kind][layer_type]["windows"]
             assert evaluate(predictor, windows)["mae"] == pytest.approx(row[kind], rel=1e-5)
             nojump = build_predictor("no-jump", input_length=bundle.input_length, horizon=bundle.horizon)
-            assert evaluate(nojump, windows)["mae"] == pytest.approx(row["no-jump"], rel=1e-9)
+            horizons = WindowSpec.of(predictor).horizons
+            assert evaluate(nojump, windows, horizons=horizons)["mae"] == pytest.approx(row["no-jump"], rel=1e-9)
+            # no-jump is scored at the bundle's horizon, not at the windows' first target column
+            last_to_target = windows.targets[:, horizons.index(bundle.horizon)] - windows.inputs[:, -1]
+            assert row["no-jump"] == pytest.approx(last_to_target.abs().double().mean().item(), rel=1e-6)
     # The best checkpoint by validation loss is the one exported.
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     wnn_linear = [r for r in rows if (r["kind"], r["layer_type"]) == ("wnn", "linear")]

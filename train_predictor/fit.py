@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -178,13 +178,18 @@ def fit(
     return FitResult(predictor, start, best_step, best_loss if math.isfinite(best_loss) else None, metrics)
 
 
-def evaluate(predictor: Predictor, windows: Windows, *, batch_size: int = 65536) -> dict[str, float]:
+def evaluate(
+    predictor: Predictor, windows: Windows, *, horizons: Sequence[int] | None = None, batch_size: int = 65536
+) -> dict[str, float]:
     """Errors of `predictor` on `windows`, in raw weight units, of the prediction at its main
     horizon (`predictor.horizon`): `mae`, `mse`; plus `loss` (its training objective) when it is
-    trainable. Computed on the predictor's device, accumulated in float64."""
+    trainable. `horizons` are those of the windows' target columns (default: the predictor's own;
+    a baseline scored on another predictor's windows must pass them). Computed on the
+    predictor's device, accumulated in float64."""
     if not len(windows):
         raise ValueError("no windows to evaluate on")
-    column = predictor.horizons.index(predictor.horizon)  # the target column of the main horizon
+    horizons = tuple(predictor.horizons if horizons is None else horizons)
+    column = horizons.index(predictor.horizon)  # the target column of the main horizon
     param = next(predictor.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     abs_sum = sq_sum = loss_sum = 0.0

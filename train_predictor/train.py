@@ -242,7 +242,7 @@ class _Run:
                         baseline = build_predictor(name, input_length=spec.input_length, horizon=horizon)
                     except ConfigError:  # linear-fit needs two inputs
                         continue
-                    baselines[name] = evaluate(baseline, windows)
+                    baselines[name] = evaluate(baseline, windows, horizons=spec.horizons)
             self.val_cache[key] = (windows, baselines)
         return self.val_cache[key]
 
