@@ -348,7 +348,9 @@ def fit_least_squares(predictor: LinearFarcaster, train: Tensor) -> None:
     x, y = _windows(train.double())
     x = x[..., list(predictor.columns)].flatten(0, 1)  # (series, k)
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)  # (series, k + 1)
-    solution = torch.linalg.lstsq(design, y.flatten(0, 1)).solution  # (k + 1, 180)
+    # The design is rank deficient on GD trajectories (condition ~1e17): the SVD driver gives the
+    # minimum-norm solution wherever LAPACK runs; the default (gelsy) depends on the CPU's rounding.
+    solution = torch.linalg.lstsq(design, y.flatten(0, 1), driver="gelsd").solution  # (k + 1, 180)
     with torch.no_grad():
         predictor.linear.weight.copy_(solution[:-1].T)
         predictor.linear.bias.copy_(solution[-1])
