@@ -11,7 +11,7 @@ reference and is not listed.
 
 A method's predictor is either
 - `bundle`: a bundle folder, a Hub repository id ("org/name"), or `shipped:<kind>`, a pretrained
-  bundle shipped inside the package (`SHIPPED_BUNDLES_DIR/<kind>`); or
+  bundle installed with the package (`eval.runtime.SHIPPED_BUNDLES_DIR/<kind>`); or
 - `predictor`: a rule-based predictor (`{kind: linear-fit, input_length: 5, horizon: 5}`), built
   into a bundle that serves every layer type; no training needed.
 A bundle that cannot be had (missing folder, no shipped bundle, Hub unreachable) makes the method
@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from eval.runtime import NowcastConfig
+from eval.runtime import SHIPPED_PREFIX, NowcastConfig, open_bundle
 from train_predictor.bundle import PredictorBundle
 from train_predictor.hub import HubError, load_bundle
 from train_predictor.predictors import PREDICTORS, build_predictor
@@ -43,8 +43,6 @@ from zoo.tasks import TASKS
 from zoo.train import TrainConfig
 
 __all__ = [
-    "SHIPPED_PREFIX",
-    "SHIPPED_BUNDLES_DIR",
     "TRACKERS",
     "EvalTask",
     "MethodConfig",
@@ -60,9 +58,6 @@ __all__ = [
     "seen_tasks",
 ]
 
-SHIPPED_PREFIX = "shipped:"
-# Where `shipped:<kind>` bundles live: pretrained bundles installed with the package.
-SHIPPED_BUNDLES_DIR = Path(__file__).resolve().parent / "pretrained"
 TRACKERS = ("none", "wandb")
 
 
@@ -232,16 +227,10 @@ def open_method_bundle(method: MethodConfig) -> PredictorBundle:
         )
     source = method.bundle
     if source.startswith(SHIPPED_PREFIX):
-        kind = source[len(SHIPPED_PREFIX):]
-        folder = SHIPPED_BUNDLES_DIR / kind
-        if not folder.is_dir():
-            shipped = sorted(p.name for p in SHIPPED_BUNDLES_DIR.glob("*") if p.is_dir())
-            raise BundleUnavailable(
-                f"this weightcast ships no pretrained {kind!r} bundle (looked in {folder}; shipped: "
-                f"{', '.join(shipped) or 'none yet'}); train one with `weightcast train-predictor` and give "
-                "its folder as the method's bundle"
-            )
-        return load_bundle(folder)
+        try:
+            return open_bundle(source)
+        except FileNotFoundError as err:
+            raise BundleUnavailable(str(err)) from None
     if Path(source).is_dir():
         return load_bundle(source)
     if _looks_like_path(source):

@@ -71,8 +71,8 @@ def speedup_table(summary: dict[str, Any]) -> str:
     means across tasks; cells say when the target was not kept or not reached."""
     tasks = summary["tasks"]
     names = [PLAIN, *summary["methods"]]
-    header = ["method", *tasks, "geo-mean (epochs)", "geo-mean (wall-clock)"]
-    lines = [_row(header), _rule(len(tasks), 2)]
+    header = ["method", *tasks, "geo-mean (epochs)", "geo-mean (wall-clock)", "max overhead (% of an epoch)"]
+    lines = [_row(header), _rule(len(tasks), 3)]
     for name in names:
         cells = [name]
         for task in tasks.values():
@@ -80,9 +80,9 @@ def speedup_table(summary: dict[str, Any]) -> str:
             cells.append("-" if stats is None else _speedup_cell(stats))
         means = summary["methods"].get(name)
         if name == PLAIN:
-            cells += ["1.00x", "1.00x"]
+            cells += ["1.00x", "1.00x", "-"]
         else:
-            cells += [_x(means["geomean_epochs"]), _x(means["geomean_wall"])]
+            cells += [_x(means["geomean_epochs"]), _x(means["geomean_wall"]), f"{100 * means['overhead_max']:.2f}%"]
         lines.append(_row(cells))
     return "\n".join(lines)
 
@@ -93,9 +93,10 @@ def task_table(task: dict[str, Any]) -> str:
     metric = task["metric_name"]
     header = [
         "method", "epochs to target", "speed-up", "seconds to target", "speed-up (wall)",
-        f"best {metric}", f"final {metric}", "jumps accepted / rolled back (all seeds)", "status",
+        f"best {metric}", f"final {metric}", "jumps accepted / rolled back (all seeds)",
+        "overhead (% of an epoch)", "status",
     ]
-    lines = [_row(header), "|---|" + "---:|" * 7 + "---|"]
+    lines = [_row(header), "|---|" + "---:|" * 8 + "---|"]
     for name, s in task["methods"].items():
         jumps = s["jumps"]
         lines.append(_row([
@@ -107,6 +108,7 @@ def task_table(task: dict[str, Any]) -> str:
             _num(s["best"]),
             f"{_num(s['final_mean'])} ± {_num(s['final_std'])}",
             "-" if name == PLAIN else f"{jumps['accepted']} / {jumps['rolled_back']}",
+            "-" if name == PLAIN else f"{100 * s['overhead']:.2f}%",
             s["status"] + (f" ({s['diverged']} diverged)" if s["diverged"] else ""),
         ]))
     return "\n".join(lines)

@@ -30,14 +30,15 @@ of the new weights, so the next window holds only snapshots taken after it (WNN'
 their trajectory); either way the next attempt comes `period` calls later.
 
 Guard (on by default, `guard=False` turns it off): the loss on a fixed probe batch is computed
-before and after the jump, in eval mode under no_grad (every module's train/eval mode is
-restored after); the jump is kept only if `after <= before + tolerance * |before|` (tolerance
+before and after the jump under no_grad, in eval mode except for BatchNorm layers, which
+normalize with the probe batch's statistics: their running statistics were gathered under the
+pre-jump weights, so in eval mode they would count against every jump (their buffers are
+restored after the probe, and every module's train/eval mode too); the jump is kept only if `after <= before + tolerance * |before|` (tolerance
 relative, 1% by default) with `after` finite, else the weights are restored exactly and the
 rollback is counted. Predictions with NaN or Inf are never written: the jump is rolled back with
 a `NowcastWarning` and counted: bad predicted values never crash the run.
 
-What is left alone: buffers (BatchNorm running statistics; the probe runs in eval mode, so it
-does not update them), frozen parameters (requires_grad=False), parameters of unknown layer type
+What is left alone: buffers (BatchNorm running statistics; the probe restores them), frozen parameters (requires_grad=False), parameters of unknown layer type
 (typed by rank alone in `zoo.layer_types`; reported in `untouched` with a `NowcastWarning`), the
 learning-rate schedule. DistributedDataParallel (and DataParallel) models are unwrapped; every
 rank computes the same prediction from the same weights, and the rank-dependent decisions (NaN
@@ -69,11 +70,13 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from train_predictor.bundle import MissingPredictorError, PredictorBundle
 from train_predictor.hub import load_bundle
@@ -94,6 +97,10 @@ __all__ = [
     "ProbeLoss",
     "Nowcaster",
     "probe_batch",
+    "SHIPPED_PREFIX",
+    "SHIPPED_BUNDLES_DIR",
+    "DEFAULT_BUNDLE",
+    "shipped_bundle_folder",
     "open_bundle",
     "unwrap",
     "apply_optimizer_policy",
@@ -110,6 +117,11 @@ BUFFER_DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
+
+SHIPPED_PREFIX = "shipped:"
+# Where `shipped:<kind>` bundles live: pretrained bundles installed with the package (package data).
+SHIPPED_BUNDLES_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_BUNDLE = SHIPPED_PREFIX + "wnn"  # what a Nowcaster applies when given no bundle
 
 ProbeLoss = Callable[[nn.Module], Union[float, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -219,14 +231,30 @@ def probe_batch(inputs: Tensor, targets: Tensor, loss_fn: LossFn) -> ProbeLoss:
     return probe
 
 
-def open_bundle(source: PredictorBundle | str | os.PathLike) -> PredictorBundle:
-    """A bundle as given, or loaded from a local folder or a Hub repository id ("org/name")."""
+def shipped_bundle_folder(kind: str) -> Path:
+    """The folder of the pretrained `kind` bundle installed with weightcast (`shipped:<kind>`);
+    FileNotFoundError naming the shipped kinds when there is none."""
+    folder = SHIPPED_BUNDLES_DIR / kind
+    if not (folder / "config.json").is_file():
+        shipped = [Path(p).parent.name for p in sorted(SHIPPED_BUNDLES_DIR.glob("*/config.json"))]
+        raise FileNotFoundError(
+            f"this weightcast ships no pretrained {kind!r} bundle (looked in {folder}; shipped: "
+            f"{', '.join(shipped) or 'none'}); train one with `weightcast train-predictor` and give its folder"
+        )
+    return folder
+
+
+def open_bundle(source: PredictorBundle | str | os.PathLike = DEFAULT_BUNDLE) -> PredictorBundle:
+    """A bundle as given, or loaded from `shipped:<kind>` (a pretrained bundle installed with
+    weightcast), a local folder or a Hub repository id ("org/name")."""
     if isinstance(source, PredictorBundle):
         return source
+    if isinstance(source, str) and source.startswith(SHIPPED_PREFIX):
+        return load_bundle(shipped_bundle_folder(source[len(SHIPPED_PREFIX):]))
     if isinstance(source, (str, os.PathLike)):
         return load_bundle(source)
     raise TypeError(
-        "bundle must be a PredictorBundle, a bundle folder or a Hub repository id; "
+        "bundle must be a PredictorBundle, shipped:<kind>, a bundle folder or a Hub repository id; "
         f"got {type(source).__name__}"
     )
 
@@ -267,7 +295,9 @@ class Nowcaster:
     Args:
         model: any module; DDP / DataParallel wrappers are unwrapped.
         optimizer: its optimizer, whose state `config.optimizer_policy` adjusts (None: keep only).
-        bundle: a `PredictorBundle`, a bundle folder or a Hub repository id.
+        bundle: a `PredictorBundle`, `shipped:<kind>` (a pretrained bundle installed with
+            weightcast: wnn, lfd2, introspection), a bundle folder or a Hub repository id;
+            default the shipped WNN bundle.
         config: how to apply it; default `NowcastConfig()`.
         probe: the guard's loss, a callable `module -> float` (given the unwrapped module, run in
             eval mode under no_grad) or a batch `(inputs, targets, loss_fn)`; required while
@@ -280,7 +310,7 @@ class Nowcaster:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None,
-        bundle: PredictorBundle | str | os.PathLike,
+        bundle: PredictorBundle | str | os.PathLike = DEFAULT_BUNDLE,
         config: NowcastConfig | None = None,
         *,
         probe: ProbeLoss | tuple[Tensor, Tensor, LossFn] | None = None,
@@ -395,15 +425,25 @@ class Nowcaster:
         self._count = min(self._count + 1, self.bundle.input_length)
 
     def _probe_loss(self) -> float:
-        """The probe loss of the unwrapped module in eval mode under no_grad, averaged over ranks."""
+        """The probe loss of the unwrapped module under no_grad, averaged over ranks: in eval mode,
+        except that BatchNorm layers normalize with the probe batch's own statistics (module
+        docstring); their running statistics are restored afterwards."""
         modes = [(module, module.training) for module in self.module.modules()]
+        norms = [m for m in self.module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        saved = [[b.clone() for b in m.buffers(recurse=False)] for m in norms]
         self.module.eval()
+        for norm in norms:
+            norm.train()
         try:
             with torch.no_grad():
                 value = float(self.probe(self.module))
         finally:
             for module, training in modes:
                 module.training = training
+            with torch.no_grad():
+                for norm, buffers in zip(norms, saved):
+                    for buffer, backup in zip(norm.buffers(recurse=False), buffers):
+                        buffer.copy_(backup)
         return _mean_over_ranks(value, self._device)
 
     def _check_probe(self, probe: ProbeLoss | tuple | None) -> ProbeLoss | None:

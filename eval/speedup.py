@@ -19,6 +19,9 @@ Definitions (per task; S seeds, E = the task entry's `epochs`, the budget):
   counts is min(s, 1/s) of the measured one s: never above 1.0x, and as far below 1 as the
   method claimed to be faster (2.0x that loses quality counts as 0.5x).
 - Summary across tasks: the geometric mean per method of the speed-ups that count.
+- Overhead of a run: the nowcaster's seconds (snapshots, predictions, guard probes) over the
+  rest of its seconds (training and evaluation), i.e. its cost as a fraction of an epoch's time;
+  per method the mean over seeds, and the largest run's across tasks in the summary.
 
 Runs go seed by seed (plain training and every method for one seed, then the next seed), after
 one untimed warm-up epoch per task. They are appended to `<out_dir>/results.jsonl` as each
@@ -263,6 +266,7 @@ def summarize(config: EvalConfig, rows: Sequence[dict[str, Any]]) -> dict[str, A
             "reached": sum(s["reached"] > 0 for s in stats),
             "accepted": sum(s["jumps"]["accepted"] for s in stats),
             "rolled_back": sum(s["jumps"]["rolled_back"] for s in stats),
+            "overhead_max": max(s["overhead_max"] for s in stats),
         }
     return {"tasks": tasks, "methods": methods}
 
@@ -285,6 +289,7 @@ def _method_stats(runs: list[dict[str, Any]], target: float, budget: int) -> dic
     jumps = {k: sum((run["jumps"] or {}).get(k, 0) for run in runs) for k in _JUMP_KEYS}
     jumps["rolled_back"] = _rolled_back(jumps)
     jumps["seconds"] = sum((run["jumps"] or {}).get("seconds", 0.0) for run in runs) / len(runs)
+    overheads = [_overhead(run) for run in runs]
     return {
         "seeds": [run["seed"] for run in runs],
         "epochs": epochs,
@@ -300,7 +305,16 @@ def _method_stats(runs: list[dict[str, Any]], target: float, budget: int) -> dic
         "final_std": float(np.nanstd(finals)),
         "diverged": sum(run["diverged"] for run in runs),
         "jumps": jumps,
+        "overhead": float(np.mean(overheads)),
+        "overhead_max": float(np.max(overheads)),
     }
+
+
+def _overhead(run: dict[str, Any]) -> float:
+    """The nowcaster's seconds (snapshots, predictions, guard probes) as a fraction of the rest of
+    the run's seconds (training and evaluation): its cost relative to an epoch, averaged over epochs."""
+    seconds = (run["jumps"] or {}).get("seconds", 0.0)
+    return seconds / max(run["wall_time"][-1] - seconds, 1e-12)
 
 
 _JUMP_KEYS = ("attempted", "accepted", "rolled_back_guard", "rolled_back_nonfinite")

@@ -108,6 +108,8 @@ def test_summarize_task_by_hand():
     assert fast["epochs"] == [2, 3] and fast["speedup_epochs"] == pytest.approx(2.2)
     assert fast["speedup_wall"] == pytest.approx(2.2) and fast["status"] == "ok"
     assert fast["counted_epochs"] == pytest.approx(2.2) and fast["jumps"]["accepted"] == 3
+    assert fast["overhead"] == pytest.approx(0.1 / 5.9)  # 0.1 s of the nowcaster in a 6 s run
+    assert never["overhead_max"] == pytest.approx(0.1 / 11.9) and plain["overhead"] == 0.0
     assert lossy["epochs_mean"] == 1.0 and lossy["speedup_epochs"] == 5.5
     assert lossy["status"] == "target not kept" and not lossy["quality_kept"]
     assert lossy["counted_epochs"] == pytest.approx(1 / 5.5)
@@ -247,8 +249,8 @@ def test_unavailable_bundle_is_reported_or_required(inputs, tmp_path):
     assert "wnn" not in {r.method for r in result.forecast.rows}
     with pytest.raises(ConfigError, match="require_bundles"):
         run_eval(load_eval_config(DEBUG, [*overrides, "require_bundles=true"]))
-    shipped = load_eval_config(DEBUG, [*overrides, "methods.wnn.bundle=shipped:wnn", "require_bundles=true"])
-    with pytest.raises(ConfigError, match="ships no pretrained 'wnn' bundle"):
+    shipped = load_eval_config(DEBUG, [*overrides, "methods.wnn.bundle=shipped:wnn2", "require_bundles=true"])
+    with pytest.raises(ConfigError, match=r"ships no pretrained 'wnn2' bundle .*shipped: introspection, lfd2, wnn\)"):
         run_eval(shipped)
 
 

@@ -272,6 +272,26 @@ def test_buffers_frozen_and_unknown_parameters_are_left_alone():
         assert torch.equal(buffer, running[name])
 
 
+def test_probe_normalizes_batchnorm_with_the_probe_batch_and_restores_its_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Dropout(0.5))
+    with torch.no_grad():  # running statistics from other weights: eval mode would be far off
+        model[1].running_mean.fill_(100.0)
+    running = {n: b.clone() for n, b in model.named_buffers()}
+    x, y = torch.randn(32, 4), torch.randn(32, 3)
+    seen = []
+    nowcaster = Nowcaster(model, None, _bundle(), probe=lambda m: seen.append(m(x)) or 0.0)
+    start = _params(model)
+    _run_linear(model, nowcaster, start, {n: torch.full(p.shape, 0.01) for n, p in start.items()}, range(1, 6))
+    assert len(seen) == 2 and model.training  # before and after the jump; the mode is restored
+    reference = copy.deepcopy(model).train()
+    reference[2].eval()  # dropout off, batch statistics on
+    with torch.no_grad():
+        torch.testing.assert_close(seen[1], reference(x))
+    for name, buffer in model.named_buffers():
+        assert torch.equal(buffer, running[name]), name
+
+
 def test_farcast_jumps_exactly_once():
     lfd2 = LFD2(input_length=3, horizon=4, reg_weight=0.0)
     with torch.no_grad():  # pred_j = w_2 + j (w_2 - w_0) / 2: exact on straight lines

@@ -41,6 +41,7 @@ SIZES = {
     "syn2": (80, 20),
     "shapes": (6000, 1500),
     "stdlib-chars": (20000, 4000),
+    "stdlib-chars-small": (2500, 500),
 }
 SLOW = {"mnist1d-large"}  # ~10 s to generate; its second build (determinism) is marked slow
 
@@ -166,6 +167,9 @@ def test_stdlib_chars_windows_are_shifted_by_one() -> None:
     assert torch.equal(task.y_train[:, :-1], task.x_train[:, 1:])
     assert torch.equal(task.y_train[:-1, -1], task.x_train[1:, 0])  # non-overlapping, contiguous
     assert torch.equal(task.y_train[-1, -1], task.x_val[0, 0])
+    small = get_task("stdlib-chars-small")  # the same text, its first 3000 windows
+    assert torch.equal(small.x_train, task.x_train[:2500])
+    assert torch.equal(small.x_val, task.x_train[2500:3000])
 
 
 # --- IDX files ---------------------------------------------------------------------------------

@@ -238,7 +238,8 @@ def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys
         assert (bundle.input_length, bundle.horizon) == (kwargs["input_length"], kwargs["horizon"])
         assert bundle.trained_on["collection"] == "tiny" and bundle.trained_on["tasks"] == ["syn1", "syn2"]
         assert bundle.trained_on["runs"] == 6 and bundle.trained_on["trajectories"] == 24
-        assert bundle.commands[0].startswith(f"weightcast train-predictor --config {DEBUG}")
+        assert bundle.commands[0] == f"weightcast collect --config {config.collection}/config.yaml"
+        assert bundle.commands[1].startswith(f"weightcast train-predictor --config {DEBUG}")
         for layer_type in bundle.layer_types:
             row = bundle.validation[layer_type]
             assert set(row) == {kind, "no-jump", "linear-fit"} and all(v > 0 for v in row.values())

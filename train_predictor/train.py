@@ -253,9 +253,13 @@ class _Run:
             fitted,
             trained_on=self._trained_on(list(fitted)),
             validation=validation,
-            commands=[self.command],
+            commands=[self._collect_command(), self.command],
         )
         return save_bundle(bundle, self.out / kind)
+
+    def _collect_command(self) -> str:
+        """The command that replays the collection: a collection folder keeps its resolved config."""
+        return f"weightcast collect --config {self.config.collection.rstrip('/')}/config.yaml"
 
     def _trained_on(self, layer_types: list[str]) -> dict[str, Any]:
         runs = self.train_runs

@@ -1,0 +1,62 @@
+"""The pretrained bundles shipped with weightcast (`shipped:<kind>`, eval/pretrained/): they load
+from the installed package, describe the collection they were trained on, beat no-jump on their
+held-out validation, and drive a Nowcaster by default."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from eval import Nowcaster
+from eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, open_bundle, shipped_bundle_folder
+from train_predictor.bundle import PredictorBundle
+from zoo.layer_types import LAYER_TYPES
+
+SHIPPED = {"wnn": (5, 5), "lfd2": (5, 5), "introspection": (6, 5)}  # kind: (window, horizon)
+
+
+@pytest.mark.parametrize("kind", SHIPPED)
+def test_shipped_bundle_loads_and_covers_every_layer_type(kind):
+    bundle = open_bundle(f"shipped:{kind}")
+    assert isinstance(bundle, PredictorBundle) and bundle.kind == kind
+    assert (bundle.input_length, bundle.horizon) == SHIPPED[kind]
+    assert sorted(bundle.layer_types) == sorted(LAYER_TYPES) and not bundle.fallback
+    assert all(torch.isfinite(t).all() for t in bundle.state_dict().values())
+    trained_on = bundle.trained_on
+    assert trained_on["collection"] == "zoo-cpu" and trained_on["runs"] > 300
+    assert "digits" not in trained_on["tasks"]  # the zero-shot suite's tasks are unseen
+    card = (shipped_bundle_folder(kind) / "README.md").read_text()
+    assert "weightcast collect --config runs/collect/zoo-cpu/config.yaml" in card
+    assert "weightcast train-predictor --config configs/train_predictor/default.yaml" in card
+
+
+@pytest.mark.parametrize("kind", ["wnn", "lfd2"])
+def test_shipped_bundle_beats_no_jump_on_held_out_runs(kind):
+    config = json.loads((SHIPPED_BUNDLES_DIR / kind / "config.json").read_text())
+    assert sorted(config["validation"]) == sorted(LAYER_TYPES)
+    for layer_type, mae in config["validation"].items():  # held-out runs' MAE per method
+        assert mae[kind] < mae["no-jump"], layer_type
+
+
+def test_nowcaster_defaults_to_the_shipped_wnn_bundle():
+    assert DEFAULT_BUNDLE == "shipped:wnn"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    nowcaster = Nowcaster(model, None, config=None, probe=lambda m: 0.0)
+    assert nowcaster.bundle.kind == "wnn"
+    assert set(nowcaster.predicted.values()) == {"linear", "bias"}
+    before = [p.detach().clone() for p in model.parameters()]
+    for step in range(5):  # a steady drift; the fifth call jumps
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01)
+        jump = nowcaster()
+    assert jump is not None and jump.outcome == "accepted"
+    moved = torch.cat([(p - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert torch.isfinite(moved).all() and moved.mean() > 0.05  # the drift went on past 5 x 0.01
+
+
+def test_unknown_shipped_kind_names_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match=r"no pretrained 'plp' bundle .*introspection, lfd2, wnn"):
+        open_bundle("shipped:plp")
