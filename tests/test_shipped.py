@@ -27,7 +27,7 @@ def test_shipped_bundle_loads_and_covers_every_layer_type(kind):
     assert trained_on["collection"] == "zoo-cpu" and trained_on["runs"] > 300
     assert "digits" not in trained_on["tasks"]  # the zero-shot suite's tasks are unseen
     card = (shipped_bundle_folder(kind) / "README.md").read_text()
-    assert "weightcast collect --config runs/collect/zoo-cpu/config.yaml" in card
+    assert "weightcast collect --config configs/collect/zoo-cpu.yaml" in card
     assert "weightcast train-predictor --config configs/train_predictor/default.yaml" in card
 
 
