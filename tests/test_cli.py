@@ -58,6 +58,20 @@ def test_config_errors_exit_2_with_a_message(capsys):
     assert "unknown config key 'train.optimiser'" in capsys.readouterr().err
 
 
+def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["zoo", "train", "train.epochs=1", "--config", DEBUG_CONFIG, f"out_dir={out}", "train.seed=3"]
+    assert main(argv) == 0
+    config = (out / "config.yaml").read_text()
+    assert "epochs: 1" in config and "seed: 3" in config
+    with pytest.raises(SystemExit):
+        main(["zoo", "train", "--config", DEBUG_CONFIG, "train.epochs=1", "--nope", "train.seed=3"])
+    assert "unrecognized arguments: --nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["zoo", "list", "train.seed=3"])  # zoo list takes no overrides
+    assert "unrecognized arguments: train.seed=3" in capsys.readouterr().err
+
+
 def test_python_dash_m_zoo():
     out = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, check=True).stdout
     assert "architectures" in out and "mnist1d" in out

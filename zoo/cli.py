@@ -57,7 +57,14 @@ def _commands() -> list[Command]:
 
 
 def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting positionals at the first option, so overrides given after an
+    # option (`--config X a=1 --no-progress b=2`) come back as extras; they are overrides too.
+    unknown = [arg for arg in extra if arg.startswith("-") or "=" not in arg or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
