@@ -1,18 +1,25 @@
 """The pretrained bundles shipped with weightcast (`shipped:<kind>`, eval/pretrained/): they load
 from the installed package, describe the collection they were trained on, beat no-jump on their
-held-out validation, and drive a Nowcaster by default."""
+held-out validation, and drive a Nowcaster by default; the eval configs that use them pass
+their checks (zero-shot, preflight) before any training."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from eval import Nowcaster
+from eval import Nowcaster, load_eval_config
+from eval.config import check_zero_shot, open_method_bundle
 from eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, open_bundle, shipped_bundle_folder
+from eval.speedup import preflight
 from train_predictor.bundle import PredictorBundle
+from zoo.config import ConfigError
 from zoo.layer_types import LAYER_TYPES
+from zoo.tasks import TASKS
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "eval"
 SHIPPED = {"wnn": (5, 5), "lfd2": (5, 5), "introspection": (6, 5)}  # kind: (window, horizon)
 
 
@@ -60,3 +67,29 @@ def test_nowcaster_defaults_to_the_shipped_wnn_bundle():
 def test_unknown_shipped_kind_names_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match=r"no pretrained 'plp' bundle .*introspection, lfd2, wnn"):
         open_bundle("shipped:plp")
+
+
+def _method_bundles(config):
+    return {name: open_method_bundle(method) for name, method in config.methods.items()}
+
+
+def test_zero_shot_suite_passes_its_checks_with_the_shipped_bundles():
+    config = load_eval_config(CONFIGS / "zero-shot.yaml")
+    tasks = {label: entry.task for label, entry in config.speedup.tasks.items()}
+    bundles = _method_bundles(config)
+    assert check_zero_shot(tasks, bundles, config.allow_seen, "zero-shot") == []  # nothing seen
+    modalities = {TASKS.metadata(task)["modality"] for task in tasks.values()}
+    assert len(tasks) >= 5 and len(modalities) >= 2
+    assert len(config.speedup.seeds) >= 3
+    preflight(config, bundles)  # every task builds, every bundle fits its model and jumps in budget
+
+
+def test_sgd_momentum_failure_config_needs_allow_seen():
+    config = load_eval_config(CONFIGS / "sgd-momentum-failure.yaml")
+    tasks = {label: entry.task for label, entry in config.speedup.tasks.items()}
+    bundles = _method_bundles(config)
+    with pytest.raises(ConfigError, match="training-split task"):
+        check_zero_shot(tasks, bundles, False, "sgd-momentum-failure")
+    assert config.allow_seen and check_zero_shot(tasks, bundles, True, "sgd-momentum-failure")
+    assert {m.nowcast.guard for m in config.methods.values()} == {True, False}
+    preflight(config, bundles)
