@@ -82,7 +82,8 @@ def speedup_table(summary: dict[str, Any]) -> str:
         if name == PLAIN:
             cells += ["1.00x", "1.00x", "-"]
         else:
-            cells += [_x(means["geomean_epochs"]), _x(means["geomean_wall"]), f"{100 * means['overhead_max']:.2f}%"]
+            overhead = f"{100 * means['overhead_max']:.2f}%"
+            cells += [_x(means["geomean_epochs"]), _x(means["geomean_wall"]), overhead]
         lines.append(_row(cells))
     return "\n".join(lines)
 

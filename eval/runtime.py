@@ -33,17 +33,18 @@ Guard (on by default, `guard=False` turns it off): the loss on a fixed probe bat
 before and after the jump under no_grad, in eval mode except for BatchNorm layers, which
 normalize with the probe batch's statistics: their running statistics were gathered under the
 pre-jump weights, so in eval mode they would count against every jump (their buffers are
-restored after the probe, and every module's train/eval mode too); the jump is kept only if `after <= before + tolerance * |before|` (tolerance
-relative, 1% by default) with `after` finite, else the weights are restored exactly and the
-rollback is counted. Predictions with NaN or Inf are never written: the jump is rolled back with
-a `NowcastWarning` and counted: bad predicted values never crash the run.
+restored after the probe, and every module's train/eval mode too); the jump is kept only if
+`after <= before + tolerance * |before|` (tolerance relative, 1% by default) with `after`
+finite, else the weights are restored exactly and the rollback is counted. Predictions with NaN
+or Inf are never written: the jump is rolled back with a `NowcastWarning` and counted: bad
+predicted values never crash the run.
 
-What is left alone: buffers (BatchNorm running statistics; the probe restores them), frozen parameters (requires_grad=False), parameters of unknown layer type
-(typed by rank alone in `zoo.layer_types`; reported in `untouched` with a `NowcastWarning`), the
-learning-rate schedule. DistributedDataParallel (and DataParallel) models are unwrapped; every
-rank computes the same prediction from the same weights, and the rank-dependent decisions (NaN
-check, probe loss) are averaged over ranks with all_reduce, so all ranks keep or roll back
-together.
+What is left alone: buffers (BatchNorm running statistics; the probe restores them), frozen
+parameters (requires_grad=False), parameters of unknown layer type (typed by rank alone in
+`zoo.layer_types`; reported in `untouched` with a `NowcastWarning`), the learning-rate schedule.
+DistributedDataParallel (and DataParallel) models are unwrapped; every rank computes the same
+prediction from the same weights, and the rank-dependent decisions (NaN check, probe loss) are
+averaged over ranks with all_reduce, so all ranks keep or roll back together.
 
 Optimizer state after an accepted jump, `optimizer_policy` (only jumped parameters' state):
 - "keep" (the papers): unchanged.
@@ -236,10 +237,12 @@ def shipped_bundle_folder(kind: str) -> Path:
     FileNotFoundError naming the shipped kinds when there is none."""
     folder = SHIPPED_BUNDLES_DIR / kind
     if not (folder / "config.json").is_file():
-        shipped = [Path(p).parent.name for p in sorted(SHIPPED_BUNDLES_DIR.glob("*/config.json"))]
+        configs = sorted(SHIPPED_BUNDLES_DIR.glob("*/config.json"))
+        shipped = [config.parent.name for config in configs]
         raise FileNotFoundError(
             f"this weightcast ships no pretrained {kind!r} bundle (looked in {folder}; shipped: "
-            f"{', '.join(shipped) or 'none'}); train one with `weightcast train-predictor` and give its folder"
+            f"{', '.join(shipped) or 'none'}); train one with `weightcast train-predictor` and give "
+            "its folder"
         )
     return folder
 

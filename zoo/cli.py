@@ -60,7 +60,8 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> in
     args, extra = parser.parse_known_args(argv)
     # argparse stops collecting positionals at the first option, so overrides given after an
     # option (`--config X a=1 --no-progress b=2`) come back as extras; they are overrides too.
-    unknown = [arg for arg in extra if arg.startswith("-") or "=" not in arg or not hasattr(args, "overrides")]
+    takes_overrides = hasattr(args, "overrides")
+    unknown = [arg for arg in extra if arg.startswith("-") or "=" not in arg or not takes_overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
