@@ -3,17 +3,17 @@ into webdataset tar shards (one folder per layer type), with an index and a read
 
 Pipeline: zoo <- **collect** <- train_predictor <- eval.
 
-    from collect import Collection
+    from weightcast.collect import Collection
     for h in Collection("runs/collect/debug").histories(layer_type="linear"):
         h.values  # (T, *shape)
 """
 
-from collect.config import CollectConfig, expand, load_collect_config, run_id
-from collect.engines import CollectResult, run_collection
-from collect.errors import CollectError, CorruptShardError
-from collect.index import build_index, write_index
-from collect.reader import Collection
-from collect.schema import SCHEMA_VERSION, ParamHistory, decode_sample
+from weightcast.collect.config import CollectConfig, expand, load_collect_config, run_id
+from weightcast.collect.engines import CollectResult, run_collection
+from weightcast.collect.errors import CollectError, CorruptShardError
+from weightcast.collect.index import build_index, write_index
+from weightcast.collect.reader import Collection
+from weightcast.collect.schema import SCHEMA_VERSION, ParamHistory, decode_sample
 
 __all__ = [
     "SCHEMA_VERSION",

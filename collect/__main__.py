@@ -1,9 +1,9 @@
-"""`python -m collect` = `weightcast collect`."""
+"""`python -m weightcast.collect` = `weightcast collect`."""
 
 import sys
 
-from zoo.cli import run_command
+from weightcast.cli import run_command
 
-from collect.cli import COMMAND
+from weightcast.collect.cli import COMMAND
 
 sys.exit(run_command(COMMAND))

@@ -1,7 +1,7 @@
 """Benchmark of the collect stage; prints its figures.
 
-    python -m collect.benchmark                      # overhead, peak RSS, bytes per parameter-epoch
-    python -m collect.benchmark --estimate configs/collect/zoo-cpu.yaml   # how long a config takes
+    python -m weightcast.collect.benchmark                      # overhead, peak RSS, bytes per parameter-epoch
+    python -m weightcast.collect.benchmark --estimate configs/collect/zoo-cpu.yaml   # how long a config takes
 
 - overhead: wall time of collecting N runs of the default zoo's models (one of each architecture,
   epochs capped) vs training the same runs with the same seeds without recording (target <= 1.05x);
@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
-from zoo.models import count_parameters, create_model
-from zoo.tasks import get_task
-from zoo.train import train
+from weightcast.configs import config_path
+from weightcast.zoo.models import count_parameters, create_model
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import train
 
-from collect.config import (
+from weightcast.collect.config import (
     CollectConfig,
     GroupConfig,
     RunSpec,
@@ -41,13 +42,13 @@ from collect.config import (
     resolve_part,
     train_config,
 )
-from collect.engines import run_collection, select_part
-from collect.worker import Worker
-from collect.schema import DTYPES
+from weightcast.collect.engines import run_collection, select_part
+from weightcast.collect.worker import Worker
+from weightcast.collect.schema import DTYPES
 
 __all__ = ["main", "overhead", "peak_rss", "bytes_per_parameter_epoch", "estimate"]
 
-DEFAULT_ZOO = Path(__file__).resolve().parents[1] / "configs" / "collect" / "zoo-cpu.yaml"
+DEFAULT_ZOO = config_path("collect", "zoo-cpu")
 
 
 def overhead(zoo: Path, runs: int, epochs: int, out: Path) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def peak_rss(spec: RunSpec, epochs: int, out: Path) -> dict[str, Any]:
     result = {"model": model, "parameters": params, "epochs": epochs}
     for mode in ("train", "collect"):
         job = json.dumps({"mode": mode, "spec": asdict(spec), "out": str(out / f"rss-{mode}")})
-        child = subprocess.run([sys.executable, "-m", "collect.benchmark", "--rss-child", job],
+        child = subprocess.run([sys.executable, "-m", "weightcast.collect.benchmark", "--rss-child", job],
                                check=True, capture_output=True, text=True)
         result[f"{mode}_peak_rss_mib"] = round(int(child.stdout.split()[-1]) / 1024, 1)
     return result
@@ -166,7 +167,7 @@ def estimate(config_path: Path, overrides: list[str] = ()) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m collect.benchmark", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m weightcast.collect.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="the default zoo's config")
     parser.add_argument("--runs", type=int, default=6, help="runs for the overhead figure")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (capped)")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoo.cli import Command, add_config_arguments
+from weightcast.cli import Command, add_config_arguments
 
-from collect.config import load_collect_config
-from collect.engines import run_collection
-from collect.errors import CollectError
-from collect.index import index_summary, write_index
+from weightcast.collect.config import load_collect_config
+from weightcast.collect.engines import run_collection
+from weightcast.collect.errors import CollectError
+from weightcast.collect.index import index_summary, write_index
 
 __all__ = ["COMMAND"]
 

@@ -23,15 +23,15 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
-from zoo.augment import augmentation_inputs
-from zoo.config import ConfigError, load_config
-from zoo.models import create_model, is_compatible
-from zoo.optim import OptimizerConfig, ScheduleConfig
-from zoo.tasks import get_task
-from zoo.train import TrainConfig
+from weightcast.zoo.augment import augmentation_inputs
+from weightcast.zoo.config import ConfigError, load_config
+from weightcast.zoo.models import create_model, is_compatible
+from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import TrainConfig
 
-from collect.schema import DTYPES
-from collect.tracking import TRACKERS
+from weightcast.collect.schema import DTYPES
+from weightcast.collect.tracking import TRACKERS
 
 __all__ = [
     "GroupConfig",

@@ -30,14 +30,14 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from zoo.config import config_to_dict
-from zoo.registry import Registry
+from weightcast.zoo.config import config_to_dict
+from weightcast.zoo.registry import Registry
 
-from collect.config import CollectConfig, Expansion, RunSpec, expand, resolve_part
-from collect.errors import CollectError
-from collect.folder import CollectionFolder
-from collect.index import write_index
-from collect.worker import Worker
+from weightcast.collect.config import CollectConfig, Expansion, RunSpec, expand, resolve_part
+from weightcast.collect.errors import CollectError
+from weightcast.collect.folder import CollectionFolder
+from weightcast.collect.index import write_index
+from weightcast.collect.worker import Worker
 
 __all__ = ["ENGINES", "CollectResult", "run_collection", "part_prefix", "select_part"]
 

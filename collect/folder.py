@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from zoo.rundir import prepare_run_dir, write_json_atomic
+from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 
-from collect.errors import CollectError, disk_full_is_fatal
-from collect.schema import (
+from weightcast.collect.errors import CollectError, disk_full_is_fatal
+from weightcast.collect.schema import (
     COMMITS_DIR,
     INDEX_NAME,
     LOG_NAME,

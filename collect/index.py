@@ -11,11 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from zoo.rundir import write_json_atomic
+from weightcast.zoo.rundir import write_json_atomic
 
-from collect.errors import CollectError, disk_full_is_fatal
-from collect.folder import CollectionFolder
-from collect.schema import INDEX_NAME, SCHEMA_VERSION
+from weightcast.collect.errors import CollectError, disk_full_is_fatal
+from weightcast.collect.folder import CollectionFolder
+from weightcast.collect.schema import INDEX_NAME, SCHEMA_VERSION
 
 __all__ = ["build_index", "write_index", "index_summary", "RUN_SUMMARY_KEYS"]
 

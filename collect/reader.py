@@ -19,14 +19,14 @@ from typing import Any, Iterator
 
 import webdataset as wds
 
-from zoo.layer_types import LAYER_TYPES
-from zoo.models import ARCHITECTURES
-from zoo.tasks import TASKS
-from zoo.tasks.base import SPLITS
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.models import ARCHITECTURES
+from weightcast.zoo.tasks import TASKS
+from weightcast.zoo.tasks.base import SPLITS
 
-from collect.errors import CollectError, CorruptShardError
-from collect.index import build_index
-from collect.schema import (
+from weightcast.collect.errors import CollectError, CorruptShardError
+from weightcast.collect.index import build_index
+from weightcast.collect.schema import (
     COMMITS_DIR,
     INDEX_NAME,
     RUN_STATUSES,

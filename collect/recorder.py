@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from zoo.layer_types import layer_types
-from zoo.train import Hook, TrainState
+from weightcast.zoo.layer_types import layer_types
+from weightcast.zoo.train import Hook, TrainState
 
-from collect.errors import CollectError, disk_full_is_fatal
+from weightcast.collect.errors import CollectError, disk_full_is_fatal
 
 __all__ = ["ParamInfo", "Recorder"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.config import config_to_dict
-from zoo.train import Hook, TrainState
+from weightcast.zoo.config import config_to_dict
+from weightcast.zoo.train import Hook, TrainState
 
 __all__ = ["TRACKERS", "Tracker", "WandbTracker", "make_tracker", "SUMMARY_COLUMNS"]
 

@@ -10,15 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.tasks import TASKS
-from zoo.train import History, train
+from weightcast.zoo.tasks import TASKS
+from weightcast.zoo.train import History, train
 
-from collect.config import CollectConfig, RunSpec, parse_size, train_config
-from collect.folder import CollectionFolder
-from collect.recorder import ParamInfo, Recorder
-from collect.schema import DTYPES, RUN_STATUSES, ParamHistory, encode_sample
-from collect.tracking import make_tracker
-from collect.writer import GroupWriter
+from weightcast.collect.config import CollectConfig, RunSpec, parse_size, train_config
+from weightcast.collect.folder import CollectionFolder
+from weightcast.collect.recorder import ParamInfo, Recorder
+from weightcast.collect.schema import DTYPES, RUN_STATUSES, ParamHistory, encode_sample
+from weightcast.collect.tracking import make_tracker
+from weightcast.collect.writer import GroupWriter
 
 __all__ = ["Worker", "run_record"]
 

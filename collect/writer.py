@@ -16,10 +16,10 @@ from typing import Any, BinaryIO
 
 import webdataset as wds
 
-from zoo.rundir import write_json_atomic
+from weightcast.zoo.rundir import write_json_atomic
 
-from collect.errors import disk_full_is_fatal
-from collect.schema import COMMITS_DIR, SCHEMA_VERSION, shard_name
+from weightcast.collect.errors import disk_full_is_fatal
+from weightcast.collect.schema import COMMITS_DIR, SCHEMA_VERSION, shard_name
 
 __all__ = ["GroupWriter", "TMP_SUFFIX"]
 

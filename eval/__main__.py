@@ -1,9 +1,9 @@
-"""`python -m eval` = `weightcast eval` (`python -m eval.quickstart` = `weightcast quickstart`)."""
+"""`python -m weightcast.eval` = `weightcast eval` (`python -m weightcast.eval.quickstart` = `weightcast quickstart`)."""
 
 import sys
 
-from zoo.cli import run_command
+from weightcast.cli import run_command
 
-from eval.cli import COMMAND
+from weightcast.eval.cli import COMMAND
 
 sys.exit(run_command(COMMAND))

@@ -24,21 +24,21 @@ from typing import Any, Callable
 
 import torch
 
-from collect import Collection, CollectError
-from eval.config import (
+from weightcast.collect import Collection, CollectError
+from weightcast.eval.config import (
     BundleUnavailable,
     EvalConfig,
     check_zero_shot,
     load_eval_config,
     open_method_bundle,
 )
-from eval.forecast import ForecastResult, evaluate_forecast
-from eval.report import REPORT_FILE, describe_methods, forecast_tables, speedup_table, write_report
-from eval.speedup import preflight, run_speedup, summarize
-from train_predictor.bundle import BundleFormatError, PredictorBundle
-from zoo.cli import Command, add_config_arguments
-from zoo.config import ConfigError, config_to_dict
-from zoo.rundir import prepare_run_dir, write_json_atomic
+from weightcast.eval.forecast import ForecastResult, evaluate_forecast
+from weightcast.eval.report import REPORT_FILE, describe_methods, forecast_tables, speedup_table, write_report
+from weightcast.eval.speedup import preflight, run_speedup, summarize
+from weightcast.train_predictor.bundle import BundleFormatError, PredictorBundle
+from weightcast.cli import Command, add_config_arguments
+from weightcast.zoo.config import ConfigError, config_to_dict
+from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 
 __all__ = ["EvalResult", "FORECAST_FILE", "run_eval", "COMMAND"]
 

@@ -33,14 +33,14 @@ from typing import Any, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from eval.runtime import SHIPPED_PREFIX, NowcastConfig, open_bundle
-from train_predictor.bundle import PredictorBundle
-from train_predictor.hub import HubError, load_bundle
-from train_predictor.predictors import PREDICTORS, build_predictor
-from zoo.config import ConfigError, load_config
-from zoo.layer_types import LAYER_TYPES
-from zoo.tasks import TASKS
-from zoo.train import TrainConfig
+from weightcast.eval.runtime import SHIPPED_PREFIX, NowcastConfig, open_bundle
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.train_predictor.hub import HubError, load_bundle
+from weightcast.train_predictor.predictors import PREDICTORS, build_predictor
+from weightcast.zoo.config import ConfigError, load_config
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.tasks import TASKS
+from weightcast.zoo.train import TrainConfig
 
 __all__ = [
     "TRACKERS",

@@ -33,11 +33,11 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from collect import Collection
-from eval.config import ForecastConfig
-from train_predictor.bundle import MissingPredictorError, PredictorBundle
-from train_predictor.predictors import Predictor, build_predictor
-from zoo.config import ConfigError
+from weightcast.collect import Collection
+from weightcast.eval.config import ForecastConfig
+from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
+from weightcast.train_predictor.predictors import Predictor, build_predictor
+from weightcast.zoo.config import ConfigError
 
 __all__ = ["ForecastRow", "ForecastResult", "relative_distance", "relative_direction", "evaluate_forecast"]
 

@@ -28,20 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from collect import CollectError, load_collect_config, run_collection
-from eval.cli import EvalResult, run_eval
-from eval.config import load_eval_config
-from eval.report import speedup_table
-from train_predictor.bundle import BundleFormatError
-from train_predictor.config import load_train_predictor_config
-from train_predictor.train import train_predictors
-from zoo.cli import Command, run_command
-from zoo.config import ConfigError
+from weightcast.collect import CollectError, load_collect_config, run_collection
+from weightcast.eval.cli import EvalResult, run_eval
+from weightcast.eval.config import load_eval_config
+from weightcast.eval.report import speedup_table
+from weightcast.train_predictor.bundle import BundleFormatError
+from weightcast.train_predictor.config import load_train_predictor_config
+from weightcast.train_predictor.train import train_predictors
+from weightcast.cli import Command, run_command
+from weightcast.configs import CONFIGS_DIR
+from weightcast.zoo.config import ConfigError
 
-__all__ = ["CONFIGS_DIR", "STAGES", "QuickstartResult", "quickstart", "COMMAND"]
+__all__ = ["STAGES", "QuickstartResult", "quickstart", "COMMAND"]
 
-# The repository's configs folder (an editable install or a source checkout).
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 STAGES = ("collect", "heldout", "train_predictor", "eval")  # override prefixes, in pipeline order
 
 

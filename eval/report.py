@@ -19,12 +19,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.config import EvalConfig, seen_tasks
-from eval.forecast import ForecastResult
-from eval.speedup import PLAIN, mean_curve
-from train_predictor.bundle import PredictorBundle
-from zoo.config import config_to_dict
-from zoo.rundir import git_sha, package_version, write_json_atomic
+from weightcast.eval.config import EvalConfig, seen_tasks
+from weightcast.eval.forecast import ForecastResult
+from weightcast.eval.speedup import PLAIN, mean_curve
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.zoo.config import config_to_dict
+from weightcast.zoo.rundir import git_sha, package_version, write_json_atomic
 
 __all__ = [
     "REPORT_FILE",

@@ -44,15 +44,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from eval.config import EvalConfig, MethodConfig, bundle_fingerprint
-from eval.hooks import NowcastHook
-from eval.runtime import Nowcaster, NowcastWarning
-from train_predictor.bundle import MissingPredictorError, PredictorBundle
-from zoo.augment import augmentation_inputs
-from zoo.config import ConfigError
-from zoo.optim import build_optimizer
-from zoo.tasks import get_task
-from zoo.train import build_model, train
+from weightcast.eval.config import EvalConfig, MethodConfig, bundle_fingerprint
+from weightcast.eval.runtime import NowcastHook
+from weightcast.eval.runtime import Nowcaster, NowcastWarning
+from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
+from weightcast.zoo.augment import augmentation_inputs
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.optim import build_optimizer
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import build_model, train
 
 __all__ = [
     "PLAIN",

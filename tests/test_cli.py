@@ -1,4 +1,4 @@
-"""The `weightcast` console script and `python -m zoo`, run as a user would."""
+"""The `weightcast` console script and `python -m weightcast.zoo`, run as a user would."""
 
 import json
 import subprocess
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main
-from zoo.tasks import TASKS
+from weightcast.cli import main
+from weightcast.zoo.tasks import TASKS
 
 DEBUG_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "zoo" / "debug.yaml")
 
@@ -73,5 +73,5 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
 
 
 def test_python_dash_m_zoo():
-    out = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "weightcast.zoo", "list"], capture_output=True, text=True, check=True).stdout
     assert "architectures" in out and "mnist1d" in out

@@ -4,8 +4,8 @@ trajectories and shared as PredictorBundles on the Hugging Face Hub (all Hub I/O
 Pipeline: zoo <- collect <- **train_predictor** <- eval.
 """
 
-from train_predictor.bundle import BundleFormatError, MissingPredictorError, PredictorBundle
-from train_predictor.hub import HubError, load_bundle, publish, save_bundle
+from weightcast.train_predictor.bundle import BundleFormatError, MissingPredictorError, PredictorBundle
+from weightcast.train_predictor.hub import HubError, load_bundle, publish, save_bundle
 
 __all__ = [
     "PredictorBundle",

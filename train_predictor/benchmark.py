@@ -3,7 +3,7 @@ LFD-2 `predict` on models of 1e5 to 1e8 parameters, against this machine's float
 throughput (WNN is compute-bound) and memory bandwidth (LFD-2 is memory-bound), both measured by
 this script, with the peak extra memory of a call.
 
-    python -m train_predictor.benchmark [--sizes 1e5 1e6 1e7 1e8] [--device cpu] [--repeats 3]
+    python -m weightcast.train_predictor.benchmark [--sizes 1e5 1e6 1e7 1e8] [--device cpu] [--repeats 3]
                                         [--threads N] [--quick]
 
 Windows are laid out as the live-training ring buffer holds them: one (input_length, N) tensor of
@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from train_predictor.predictors import LFD2, WNN, Predictor
+from weightcast.train_predictor.predictors import LFD2, WNN, Predictor
 
 __all__ = [
     "measure_matmul",

@@ -29,11 +29,11 @@ from typing import Any, Mapping
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from train_predictor.predictors import PREDICTORS, Predictor, build_predictor
-from zoo.config import ConfigError
-from zoo.layer_types import LAYER_TYPES
-from zoo.registry import UnknownNameError
-from zoo.rundir import package_version as current_package_version
+from weightcast.train_predictor.predictors import PREDICTORS, Predictor, build_predictor
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.registry import UnknownNameError
+from weightcast.zoo.rundir import package_version as current_package_version
 
 __all__ = [
     "PredictorBundle",
@@ -197,7 +197,7 @@ class PredictorBundle(nn.Module, PyTorchModelHubMixin):
         """Load a bundle from a Hub repository ("org/name", through the Hugging Face cache) or a
         local folder, strictly; see `train_predictor.hub.load_bundle`. Replaces the mixin's
         `from_pretrained`, which loads non-strictly and hides a missing repository or revision."""
-        from train_predictor.hub import load_bundle  # hub imports this module
+        from weightcast.train_predictor.hub import load_bundle  # hub imports this module
 
         return load_bundle(
             source, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only
@@ -312,7 +312,7 @@ type's predictor (fallbacks below).
 ## Usage
 
 ```python
-from train_predictor import PredictorBundle
+from weightcast.train_predictor import PredictorBundle
 
 bundle = PredictorBundle.from_pretrained("{source}")
 predictor = bundle.predictor_for("conv")  # conv, linear, bias, norm or embedding

@@ -1,5 +1,5 @@
 """`weightcast train-predictor` (train_predictor stage's command): fit per-layer-type predictors on a
-collection and export one bundle per kind; `python -m train_predictor` runs the same command, also
+collection and export one bundle per kind; `python -m weightcast.train_predictor` runs the same command, also
 under torchrun for data-parallel fits.
 
     weightcast train-predictor --config configs/train_predictor/debug.yaml [key.sub=value ...]
@@ -12,12 +12,12 @@ import argparse
 import shlex
 import sys
 
-from zoo.cli import Command, add_config_arguments
+from weightcast.cli import Command, add_config_arguments
 
-from collect.errors import CollectError
-from collect.schema import SchemaError
-from train_predictor.config import load_train_predictor_config
-from train_predictor.train import train_predictors
+from weightcast.collect.errors import CollectError
+from weightcast.collect.schema import SchemaError
+from weightcast.train_predictor.config import load_train_predictor_config
+from weightcast.train_predictor.train import train_predictors
 
 __all__ = ["COMMAND"]
 

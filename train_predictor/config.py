@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from zoo.config import ConfigError, load_config
-from zoo.layer_types import LAYER_TYPES
-from zoo.optim import OptimizerConfig, ScheduleConfig
+from weightcast.zoo.config import ConfigError, load_config
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
 
-from train_predictor.predictors import PREDICTORS
+from weightcast.train_predictor.predictors import PREDICTORS
 
 __all__ = ["TrainPredictorConfig", "TrackingConfig", "VAL_BY", "TRACKERS", "load_train_predictor_config"]
 

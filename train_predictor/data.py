@@ -28,11 +28,11 @@ import torch
 import webdataset as wds
 from torch import Tensor
 
-from collect import Collection, ParamHistory, decode_sample
-from collect.schema import COMMITS_DIR, INDEX_NAME, check_version, split_key
-from zoo.config import ConfigError
+from weightcast.collect import Collection, ParamHistory, decode_sample
+from weightcast.collect.schema import COMMITS_DIR, INDEX_NAME, check_version, split_key
+from weightcast.zoo.config import ConfigError
 
-from train_predictor.predictors import Predictor
+from weightcast.train_predictor.predictors import Predictor
 
 __all__ = [
     "WindowSpec",

@@ -33,12 +33,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from zoo.config import ConfigError
-from zoo.optim import SCHEDULES, OptimizerConfig, ScheduleConfig, build_optimizer
-from zoo.rundir import write_json_atomic
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.optim import SCHEDULES, OptimizerConfig, ScheduleConfig, build_optimizer
+from weightcast.zoo.rundir import write_json_atomic
 
-from train_predictor.data import Batch, Windows
-from train_predictor.predictors import Predictor
+from weightcast.train_predictor.data import Batch, Windows
+from weightcast.train_predictor.predictors import Predictor
 
 __all__ = [
     "FitSettings",

@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 )
 from safetensors import SafetensorError
 
-from train_predictor.bundle import (
+from weightcast.train_predictor.bundle import (
     BUNDLE_FILES,
     CARD_FILE,
     CONFIG_FILE,

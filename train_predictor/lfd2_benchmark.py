@@ -2,7 +2,7 @@
 Weight Farcasting with 1-Layer Neural Network", section 5.1, Tables 2 and 3), a benchmark of the
 `train_predictor` stage's linear farcasters:
 
-    python -m train_predictor.lfd2_benchmark [--trials 5] [--out report.md] [--quick]
+    python -m weightcast.train_predictor.lfd2_benchmark [--trials 5] [--out report.md] [--quick]
 
 Data (section 5.1 and the authors' generator, utils/data_generator.py of their repository): 200
 problems per data set, each a trajectory of 201 states (state 0 the initialization, one state per
@@ -66,11 +66,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zoo.models.base import create_model
-from zoo.tasks.base import TaskSpec
-from zoo.tasks.synthetic import SYN1_DIM, make_syn1, make_syn2
+from weightcast.zoo.models.base import create_model
+from weightcast.zoo.tasks.base import TaskSpec
+from weightcast.zoo.tasks.synthetic import SYN1_DIM, make_syn1, make_syn2
 
-from train_predictor.predictors import LinearFarcaster, Predictor, build_predictor
+from weightcast.train_predictor.predictors import LinearFarcaster, Predictor, build_predictor
 
 __all__ = [
     "NUM_STATES",
@@ -475,7 +475,7 @@ def format_report(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the benchmarks and write the Markdown report."""
     parser = argparse.ArgumentParser(
-        prog="python -m train_predictor.lfd2_benchmark", description=__doc__.split("\n\n")[0]
+        prog="python -m weightcast.train_predictor.lfd2_benchmark", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--trials", type=int, default=5, help="splits / fits per data set (paper: 5)")
     parser.add_argument("--out", default="lfd2_benchmark.md", help="Markdown report path")

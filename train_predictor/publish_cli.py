@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train_predictor.bundle import BundleFormatError
-from train_predictor.hub import HubError, publish
-from zoo.cli import Command
+from weightcast.train_predictor.bundle import BundleFormatError
+from weightcast.train_predictor.hub import HubError, publish
+from weightcast.cli import Command
 
 __all__ = ["COMMAND"]
 

@@ -24,13 +24,13 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from zoo.config import ConfigError, config_to_dict
-from zoo.layer_types import LAYER_TYPES
-from zoo.rundir import prepare_run_dir, write_json_atomic
+from weightcast.zoo.config import ConfigError, config_to_dict
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 
-from train_predictor.bundle import PredictorBundle
-from train_predictor.config import TrainPredictorConfig
-from train_predictor.data import (
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.train_predictor.config import TrainPredictorConfig
+from weightcast.train_predictor.data import (
     CollectionSource,
     Windows,
     WindowSpec,
@@ -40,9 +40,9 @@ from train_predictor.data import (
     train_batches,
     validation_windows,
 )
-from train_predictor.fit import FitResult, FitSettings, NoTrainingData, evaluate, fit
-from train_predictor.hub import save_bundle
-from train_predictor.predictors import Predictor, build_predictor
+from weightcast.train_predictor.fit import FitResult, FitSettings, NoTrainingData, evaluate, fit
+from weightcast.train_predictor.hub import save_bundle
+from weightcast.train_predictor.predictors import Predictor, build_predictor
 
 __all__ = ["TrainResult", "BASELINES", "train_predictors", "validation_table"]
 

@@ -4,11 +4,11 @@ augmentations and initializations, the layer-type map, and the one training loop
 Pipeline: **zoo** <- collect <- train_predictor <- eval.
 """
 
-from zoo.config import ConfigError, load_config
-from zoo.models import ARCHITECTURES, count_parameters, create_model
-from zoo.registry import Registry, UnknownNameError
-from zoo.tasks import TASKS, Task, TaskSpec, get_task
-from zoo.train import EpochRecord, History, Hook, TrainConfig, TrainResult, TrainState, train
+from weightcast.zoo.config import ConfigError, load_config
+from weightcast.zoo.models import ARCHITECTURES, count_parameters, create_model
+from weightcast.zoo.registry import Registry, UnknownNameError
+from weightcast.zoo.tasks import TASKS, Task, TaskSpec, get_task
+from weightcast.zoo.train import EpochRecord, History, Hook, TrainConfig, TrainResult, TrainState, train
 
 __all__ = [
     "ARCHITECTURES",

@@ -1,8 +1,8 @@
-"""`python -m zoo` = `weightcast zoo`."""
+"""`python -m weightcast.zoo` = `weightcast zoo`."""
 
 import sys
 
-from zoo.cli import run_command
-from zoo.commands import COMMAND
+from weightcast.cli import run_command
+from weightcast.zoo.commands import COMMAND
 
 sys.exit(run_command(COMMAND))

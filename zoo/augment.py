@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from zoo.registry import Registry
+from weightcast.zoo.registry import Registry
 
 __all__ = ["AUGMENTATIONS", "augmentation_inputs"]
 

@@ -1,7 +1,7 @@
 """Benchmark of the zoo: parameter count and seconds per training epoch of every architecture,
 on MNIST-1D where the architecture takes 1-D signals, else on its default task.
 
-    python -m zoo.benchmark [--epochs 2] [--device cpu] [--json out.json]
+    python -m weightcast.zoo.benchmark [--epochs 2] [--device cpu] [--json out.json]
 """
 
 import argparse
@@ -11,9 +11,9 @@ import statistics
 
 import torch
 
-from zoo.models import ARCHITECTURES, count_parameters, is_compatible
-from zoo.tasks import get_task
-from zoo.train import TrainConfig, build_model, train
+from weightcast.zoo.models import ARCHITECTURES, count_parameters, is_compatible
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import TrainConfig, build_model, train
 
 __all__ = ["benchmark_architecture", "main"]
 

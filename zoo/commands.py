@@ -6,15 +6,15 @@ from dataclasses import dataclass, field
 
 from safetensors.torch import save_file
 
-from zoo.augment import AUGMENTATIONS
-from zoo.cli import Command, add_config_arguments
-from zoo.config import load_config
-from zoo.initializers import INITIALIZERS
-from zoo.models import ARCHITECTURES, count_parameters, create_model
-from zoo.optim import OPTIMIZERS, SCHEDULES
-from zoo.rundir import prepare_run_dir, write_jsonl
-from zoo.tasks import TASKS, get_task
-from zoo.train import EpochRecord, Hook, TrainConfig, TrainState, train
+from weightcast.zoo.augment import AUGMENTATIONS
+from weightcast.cli import Command, add_config_arguments
+from weightcast.zoo.config import load_config
+from weightcast.zoo.initializers import INITIALIZERS
+from weightcast.zoo.models import ARCHITECTURES, count_parameters, create_model
+from weightcast.zoo.optim import OPTIMIZERS, SCHEDULES
+from weightcast.zoo.rundir import prepare_run_dir, write_jsonl
+from weightcast.zoo.tasks import TASKS, get_task
+from weightcast.zoo.train import EpochRecord, Hook, TrainConfig, TrainState, train
 
 __all__ = ["TrainRunConfig", "COMMAND", "registry_listing"]
 
@@ -92,7 +92,7 @@ class _PrintAndLog(Hook):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from zoo.plots import plot_history, sparkline  # matplotlib only when plotting
+    from weightcast.zoo.plots import plot_history, sparkline  # matplotlib only when plotting
 
     config = load_config(TrainRunConfig, args.config, args.overrides)
     out = prepare_run_dir(config.out_dir, config)

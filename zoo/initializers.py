@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from zoo.registry import Registry
+from weightcast.zoo.registry import Registry
 
 __all__ = ["INITIALIZERS", "initialize"]
 

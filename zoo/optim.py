@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from zoo.registry import Registry
+from weightcast.zoo.registry import Registry
 
 __all__ = ["OptimizerConfig", "ScheduleConfig", "OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_schedule"]
 

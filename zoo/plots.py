@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from zoo.train import History  # noqa: E402
+from weightcast.zoo.train import History  # noqa: E402
 
 __all__ = ["plot_history", "sparkline"]
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from zoo.config import save_config
+from weightcast.zoo.config import save_config
 
 __all__ = ["package_version", "git_sha", "prepare_run_dir", "write_json_atomic", "write_jsonl"]
 

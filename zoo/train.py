@@ -12,12 +12,12 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from zoo.augment import AUGMENTATIONS, augmentation_inputs
-from zoo.config import ConfigError
-from zoo.initializers import INITIALIZERS, initialize
-from zoo.models import ARCHITECTURES, create_model
-from zoo.optim import OptimizerConfig, ScheduleConfig, build_optimizer, build_schedule
-from zoo.tasks import TASKS, Task, get_task
+from weightcast.zoo.augment import AUGMENTATIONS, augmentation_inputs
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.initializers import INITIALIZERS, initialize
+from weightcast.zoo.models import ARCHITECTURES, create_model
+from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig, build_optimizer, build_schedule
+from weightcast.zoo.tasks import TASKS, Task, get_task
 
 __all__ = [
     "TrainConfig",

@@ -5,7 +5,7 @@
 Importing this package registers them all; see `base` for the interface they share.
 """
 
-from train_predictor.predictors.base import (
+from weightcast.train_predictor.predictors.base import (
     DEFAULT_CHUNK_SIZE,
     PREDICTORS,
     Predictor,
@@ -13,11 +13,11 @@ from train_predictor.predictors.base import (
     build_predictor,
     register_predictor,
 )
-from train_predictor.predictors.curve_fit import ExpFit, LinearFit, NoJump, Poly2Fit, PolynomialFit
-from train_predictor.predictors.introspection import Introspection
-from train_predictor.predictors.lfd import LFD2, LFL, LFN, LFS, LFD2Norm, LinearFarcaster
-from train_predictor.predictors.plp import PLP
-from train_predictor.predictors.wnn import WNN
+from weightcast.train_predictor.predictors.curve_fit import ExpFit, LinearFit, NoJump, Poly2Fit, PolynomialFit
+from weightcast.train_predictor.predictors.introspection import Introspection
+from weightcast.train_predictor.predictors.lfd import LFD2, LFL, LFN, LFS, LFD2Norm, LinearFarcaster
+from weightcast.train_predictor.predictors.plp import PLP
+from weightcast.train_predictor.predictors.wnn import WNN
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -28,8 +28,8 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor, nn
 
-from zoo.config import ConfigError
-from zoo.registry import Registry
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.registry import Registry
 
 __all__ = [
     "Predictor",

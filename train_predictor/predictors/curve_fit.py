@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from train_predictor.predictors.base import RuleBasedPredictor, register_predictor
+from weightcast.train_predictor.predictors.base import RuleBasedPredictor, register_predictor
 
 __all__ = ["NoJump", "PolynomialFit", "LinearFit", "Poly2Fit", "ExpFit", "polynomial_fit_map"]
 

@@ -16,7 +16,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from train_predictor.predictors.base import Predictor, register_predictor
+from weightcast.train_predictor.predictors.base import Predictor, register_predictor
 
 __all__ = ["Introspection", "introspection_steps"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from train_predictor.predictors.base import RuleBasedPredictor, register_predictor
+from weightcast.train_predictor.predictors.base import RuleBasedPredictor, register_predictor
 
 __all__ = ["PLP"]
 

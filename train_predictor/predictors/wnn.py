@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from train_predictor.predictors.base import Kernel, Predictor, register_predictor
+from weightcast.train_predictor.predictors.base import Kernel, Predictor, register_predictor
 
 __all__ = ["WNN", "normalize", "denormalize"]
 

@@ -1,7 +1,7 @@
 """The architectures of the zoo. Importing this package registers every family in
 `ARCHITECTURES`; `create_model(name, spec, **kwargs)` builds one for a task."""
 
-from zoo.models import (  # noqa: F401  (imported to register their architectures)
+from weightcast.zoo.models import (  # noqa: F401  (imported to register their architectures)
     conv1d,
     convnets,
     densenet,
@@ -13,6 +13,6 @@ from zoo.models import (  # noqa: F401  (imported to register their architecture
     transformer,
     vgg,
 )
-from zoo.models.base import ARCHITECTURES, count_parameters, create_model, is_compatible
+from weightcast.zoo.models.base import ARCHITECTURES, count_parameters, create_model, is_compatible
 
 __all__ = ["ARCHITECTURES", "create_model", "is_compatible", "count_parameters"]

@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from zoo.config import ConfigError
-from zoo.registry import Registry
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.registry import Registry
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["ARCHITECTURES", "create_model", "is_compatible", "count_parameters"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.config import ConfigError
+from weightcast.zoo.config import ConfigError
 
 __all__ = ["check_min", "scale_channels", "signal_steps"]
 

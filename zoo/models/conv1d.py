@@ -10,10 +10,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from zoo.config import ConfigError
-from zoo.models.base import ARCHITECTURES
-from zoo.models.common import check_min
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.models.common import check_min
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["Conv1dNet", "conv1d"]
 

@@ -16,9 +16,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from zoo.config import ConfigError
-from zoo.models.base import ARCHITECTURES
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["WNNCNN", "NiNoCNN", "wnn_cnn", "nino_cnn", "nino_cnn_wide"]
 

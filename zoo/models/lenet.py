@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.config import ConfigError
-from zoo.models.base import ARCHITECTURES
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["LeNet5", "lenet5"]
 

@@ -10,9 +10,9 @@ import math
 import torch
 from torch import nn
 
-from zoo.models.base import ARCHITECTURES
-from zoo.models.common import check_min
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.models.common import check_min
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["MLP", "mlp"]
 

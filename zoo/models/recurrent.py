@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.models.base import ARCHITECTURES
-from zoo.models.common import check_min, signal_steps
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.models.common import check_min, signal_steps
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["RecurrentClassifier", "gru", "lstm"]
 

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.config import ConfigError
-from zoo.models.base import ARCHITECTURES
-from zoo.models.common import check_min, scale_channels
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.models.common import check_min, scale_channels
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet32"]
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.config import ConfigError
-from zoo.models.base import ARCHITECTURES
-from zoo.models.common import check_min, signal_steps
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.models.common import check_min, signal_steps
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = [
     "SelfAttention",

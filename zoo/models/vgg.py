@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.models.base import ARCHITECTURES
-from zoo.models.common import check_min, scale_channels
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.models.common import check_min, scale_channels
+from weightcast.zoo.tasks.base import TaskSpec
 
 __all__ = ["VGG", "vgg11", "VGG11_LAYOUT"]
 

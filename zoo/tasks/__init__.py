@@ -4,8 +4,8 @@ Importing this package registers every task: built-in ones (generated or bundled
 deterministic) and file-based ones that read MNIST / Fashion-MNIST / CIFAR from a local folder.
 """
 
-from zoo.tasks import files, mnist1d, sklearn_data, synthetic, text  # noqa: F401  (registration)
-from zoo.tasks.base import (
+from weightcast.zoo.tasks import files, mnist1d, sklearn_data, synthetic, text  # noqa: F401  (registration)
+from weightcast.zoo.tasks.base import (
     INPUT_KINDS,
     MODALITIES,
     SPLITS,
@@ -14,7 +14,7 @@ from zoo.tasks.base import (
     task_loss,
     task_metric,
 )
-from zoo.tasks.registry import TASKS, get_task
+from weightcast.zoo.tasks.registry import TASKS, get_task
 
 __all__ = [
     "INPUT_KINDS",

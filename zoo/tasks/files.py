@@ -20,9 +20,9 @@ from typing import Any, BinaryIO, Sequence
 import numpy as np
 import torch
 
-from zoo.config import ConfigError
-from zoo.tasks.base import Task, TaskSpec, standardize
-from zoo.tasks.registry import TASKS
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.tasks.base import Task, TaskSpec, standardize
+from weightcast.zoo.tasks.registry import TASKS
 
 __all__ = [
     "DataFilesNotFoundError",

@@ -10,8 +10,8 @@ import random
 import numpy as np
 import torch
 
-from zoo.tasks.base import Task, TaskSpec, standardize
-from zoo.tasks.registry import TASKS
+from weightcast.zoo.tasks.base import Task, TaskSpec, standardize
+from weightcast.zoo.tasks.registry import TASKS
 
 __all__ = ["make_mnist1d", "mnist1d", "mnist1d_large"]
 

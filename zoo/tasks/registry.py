@@ -7,8 +7,8 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-from zoo.registry import Registry
-from zoo.tasks.base import Task
+from weightcast.zoo.registry import Registry
+from weightcast.zoo.tasks.base import Task
 
 __all__ = ["TASKS", "get_task"]
 

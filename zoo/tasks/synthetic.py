@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from zoo.tasks.base import Task, TaskSpec, heldout_split, standardize
-from zoo.tasks.registry import TASKS
+from weightcast.zoo.tasks.base import Task, TaskSpec, heldout_split, standardize
+from weightcast.zoo.tasks.registry import TASKS
 
 __all__ = [
     "SYN1_DIM",

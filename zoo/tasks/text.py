@@ -21,8 +21,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from zoo.tasks.base import Task, TaskSpec
-from zoo.tasks.registry import TASKS
+from weightcast.zoo.tasks.base import Task, TaskSpec
+from weightcast.zoo.tasks.registry import TASKS
 
 __all__ = [
     "VOCAB",

@@ -12,12 +12,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from eval import NowcastConfig, Nowcaster, NowcastHook, NowcastWarning, apply_optimizer_policy
-from train_predictor.bundle import MissingPredictorError, PredictorBundle
-from train_predictor.predictors import LFD2, WNN
-from zoo.config import ConfigError
-from zoo.tasks import get_task
-from zoo.train import TrainConfig, train
+from weightcast.eval.runtime import NowcastConfig, Nowcaster, NowcastHook, NowcastWarning, apply_optimizer_policy
+from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
+from weightcast.train_predictor.predictors import LFD2, WNN
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import TrainConfig, train
 
 
 def _bundle(kind: str = "linear-fit", **config) -> PredictorBundle:
@@ -367,7 +367,7 @@ def test_missing_layer_type_names_the_parameters_or_is_excluded():
 
 
 def test_bundle_loads_from_a_folder(tmp_path):
-    from train_predictor.hub import save_bundle
+    from weightcast.train_predictor.hub import save_bundle
 
     save_bundle(_bundle(), tmp_path / "bundle")
     nowcaster = Nowcaster(_linear_model(), None, str(tmp_path / "bundle"), NowcastConfig(guard=False))

@@ -79,11 +79,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from train_predictor.bundle import MissingPredictorError, PredictorBundle
-from train_predictor.hub import load_bundle
-from train_predictor.predictors import DEFAULT_CHUNK_SIZE, Predictor
-from zoo.config import ConfigError
-from zoo.layer_types import LAYER_TYPES, assign_layer_types
+from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
+from weightcast.train_predictor.hub import load_bundle
+from weightcast.train_predictor.predictors import DEFAULT_CHUNK_SIZE, Predictor
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.layer_types import LAYER_TYPES, assign_layer_types
 
 __all__ = [
     "MODES",
@@ -121,7 +121,7 @@ BUFFER_DTYPES = {
 
 SHIPPED_PREFIX = "shipped:"
 # Where `shipped:<kind>` bundles live: pretrained bundles installed with the package (package data).
-SHIPPED_BUNDLES_DIR = Path(__file__).resolve().parent / "pretrained"
+SHIPPED_BUNDLES_DIR = Path(__file__).resolve().parents[2] / "train_predictor" / "pretrained"
 DEFAULT_BUNDLE = SHIPPED_PREFIX + "wnn"  # what a Nowcaster applies when given no bundle
 
 ProbeLoss = Callable[[nn.Module], Union[float, Tensor]]

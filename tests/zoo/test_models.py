@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.config import ConfigError
-from zoo.models import ARCHITECTURES, count_parameters, create_model, is_compatible
-from zoo.registry import UnknownNameError
-from zoo.tasks.base import TaskSpec, task_loss
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.models import ARCHITECTURES, count_parameters, create_model, is_compatible
+from weightcast.zoo.registry import UnknownNameError
+from weightcast.zoo.tasks.base import TaskSpec, task_loss
 
 SPECS = {
     "image-1x8x8": TaskSpec("image", (1, 8, 8), 10, "classification"),

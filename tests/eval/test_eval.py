@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from collect import Collection, load_collect_config, run_collection
-from eval import speedup as speedup_module
-from eval.config import check_zero_shot, load_eval_config, open_method_bundle
-from eval.cli import COMMAND, run_eval
-from eval.forecast import relative_direction, relative_distance
-from eval.quickstart import quickstart
-from eval.report import REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT
-from eval.speedup import (
+from weightcast.collect import Collection, load_collect_config, run_collection
+from weightcast.eval import speedup as speedup_module
+from weightcast.eval.config import check_zero_shot, load_eval_config, open_method_bundle
+from weightcast.eval.cli import COMMAND, run_eval
+from weightcast.eval.forecast import relative_direction, relative_distance
+from weightcast.eval.quickstart import quickstart
+from weightcast.eval.report import REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT
+from weightcast.eval.speedup import (
     PLAIN,
     RESULTS_FILE,
     counted_speedup,
@@ -30,14 +30,14 @@ from eval.speedup import (
     summarize_task,
     target_value,
 )
-from train_predictor.bundle import PredictorBundle
-from train_predictor.hub import save_bundle
-from train_predictor.predictors import LFD2, WNN
-from zoo.cli import run_command
-from zoo.config import ConfigError
-from zoo.registry import UnknownNameError
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.train_predictor.hub import save_bundle
+from weightcast.train_predictor.predictors import LFD2, WNN
+from weightcast.cli import run_command
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.registry import UnknownNameError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "configs" / "eval" / "debug.yaml"
 COLLECT_DEBUG = ROOT / "configs" / "collect" / "debug.yaml"
 TINY_MLP = "{depth: 1, width: 8}"

@@ -1,6 +1,6 @@
 """Predictor bundles and all Hub I/O (train_predictor.bundle, train_predictor.hub, `weightcast
 publish`): every registered predictor kind saved and loaded bit-identically; publish -> load ->
-offline load through huggingface_hub against the Hub-compatible server of tests/hub_server.py;
+offline load through huggingface_hub against the Hub-compatible server of tests/train_predictor/hub_server.py;
 the errors for a missing repository, a wrong revision, another schema version and a folder or
 repository that is not a bundle.
 
@@ -17,19 +17,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_server import HubServer
+from .hub_server import HubServer
 from safetensors.torch import load_file
 
-from train_predictor.bundle import SCHEMA_VERSION, BundleFormatError, MissingPredictorError, PredictorBundle
-from train_predictor.hub import load_bundle, save_bundle
-from train_predictor.predictors import PREDICTORS, build_predictor
-from train_predictor.publish_cli import COMMAND
-from zoo.cli import run_command
-from zoo.config import ConfigError
-from zoo.layer_types import LAYER_TYPES
-from zoo.registry import UnknownNameError
+from weightcast.train_predictor.bundle import SCHEMA_VERSION, BundleFormatError, MissingPredictorError, PredictorBundle
+from weightcast.train_predictor.hub import load_bundle, save_bundle
+from weightcast.train_predictor.predictors import PREDICTORS, build_predictor
+from weightcast.train_predictor.publish_cli import COMMAND
+from weightcast.cli import run_command
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.registry import UnknownNameError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_FILES = {"config.json", "model.safetensors", "README.md"}
 
 
@@ -198,10 +198,10 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
         f"""
         import json
         from safetensors.torch import save_file
-        from train_predictor.bundle import PredictorBundle
-        from train_predictor.hub import load_bundle, publish
-        from train_predictor.publish_cli import COMMAND
-        from zoo.cli import run_command
+        from weightcast.train_predictor.bundle import PredictorBundle
+        from weightcast.train_predictor.hub import load_bundle, publish
+        from weightcast.train_predictor.publish_cli import COMMAND
+        from weightcast.cli import run_command
 
         assert run_command(COMMAND, [{str(main_dir)!r}, "--repo-id", {repo!r}]) == 0
         commit = publish({str(v2_dir)!r}, {repo!r}, revision="v2").rsplit("/", 1)[1]
@@ -229,7 +229,7 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
         f"""
         import json
         from safetensors.torch import save_file
-        from train_predictor.hub import HubError, load_bundle
+        from weightcast.train_predictor.hub import HubError, load_bundle
 
         save_file(load_bundle({repo!r}).state_dict(), {str(out / "offline-main.safetensors")!r})
         save_file(load_bundle({repo!r}, revision="v2").state_dict(), {str(out / "offline-v2.safetensors")!r})
@@ -265,8 +265,8 @@ def test_hub_errors(hub, tmp_path):
     errors = run_client(
         """
         import json
-        from train_predictor.bundle import BundleFormatError
-        from train_predictor.hub import HubError, load_bundle
+        from weightcast.train_predictor.bundle import BundleFormatError
+        from weightcast.train_predictor.hub import HubError, load_bundle
 
         errors = {}
         for case, repo, revision in [

@@ -15,10 +15,10 @@ import os
 
 import torch
 
-from eval.runtime import Nowcaster, NowcastConfig, NowcastStats, open_bundle, probe_batch
-from train_predictor.bundle import PredictorBundle
-from zoo.config import ConfigError
-from zoo.train import Hook, TrainState
+from weightcast.eval.runtime.nowcaster import Nowcaster, NowcastConfig, NowcastStats, open_bundle, probe_batch
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.train import Hook, TrainState
 
 __all__ = ["NowcastHook"]
 

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from zoo.config import ConfigError, config_to_dict, load_config
-from zoo.optim import OPTIMIZERS
-from zoo.registry import DuplicateNameError, Registry, UnknownNameError
-from zoo.train import TrainConfig
+from weightcast.zoo.config import ConfigError, config_to_dict, load_config
+from weightcast.zoo.optim import OPTIMIZERS
+from weightcast.zoo.registry import DuplicateNameError, Registry, UnknownNameError
+from weightcast.zoo.train import TrainConfig
 
 
 def test_registry_lookup_metadata_and_errors():

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from collect import Collection, load_collect_config, run_collection
-from train_predictor.bundle import PredictorBundle
-from train_predictor.cli import COMMAND
-from train_predictor.config import load_train_predictor_config
-from train_predictor.data import (
+from weightcast.collect import Collection, load_collect_config, run_collection
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.train_predictor.cli import COMMAND
+from weightcast.train_predictor.config import load_train_predictor_config
+from weightcast.train_predictor.data import (
     WindowSpec,
     cut_windows,
     open_collection,
@@ -29,15 +29,15 @@ from train_predictor.data import (
     train_batches,
     validation_windows,
 )
-from train_predictor.fit import FitSettings, NoTrainingData, evaluate, fit, latest_checkpoint
-from train_predictor.predictors import build_predictor
-from train_predictor.train import train_predictors
-from zoo.cli import run_command
-from zoo.config import ConfigError
-from zoo.optim import OptimizerConfig, ScheduleConfig
-from zoo.registry import UnknownNameError
+from weightcast.train_predictor.fit import FitSettings, NoTrainingData, evaluate, fit, latest_checkpoint
+from weightcast.train_predictor.predictors import build_predictor
+from weightcast.train_predictor.train import train_predictors
+from weightcast.cli import run_command
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
+from weightcast.zoo.registry import UnknownNameError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "configs" / "train_predictor" / "debug.yaml"
 
 # 8 tiny runs on the synthetic regressions (train split) and one on wine (held-out split); 13
@@ -363,7 +363,7 @@ def test_fit_without_data_raises(tmp_path):
 def test_killed_command_resumes(collection, tmp_path):
     """SIGKILL the CLI after its first checkpoint; the same command continues from it."""
     command = [
-        sys.executable, "-m", "train_predictor", "--config", str(DEBUG),
+        sys.executable, "-m", "weightcast.train_predictor", "--config", str(DEBUG),
         *_debug_overrides(collection, tmp_path, "predictors=[wnn]", "layer_types=[bias]"),
         "checkpoint_every=20",
     ]
@@ -394,7 +394,7 @@ def test_killed_command_resumes(collection, tmp_path):
 def test_torchrun_two_cpu_processes_make_a_valid_bundle(collection, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "train_predictor", "--config", str(DEBUG),
+        "-m", "weightcast.train_predictor", "--config", str(DEBUG),
         *_debug_overrides(collection, tmp_path, "steps=20", "eval_every=10", "checkpoint_every=10"),
         "device=cpu",
     ]

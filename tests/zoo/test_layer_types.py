@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.layer_types import (
+from weightcast.zoo.layer_types import (
     LAYER_TYPES,
     LayerTypeWarning,
     assign_layer_types,
     count_by_type,
     layer_types,
 )
-from zoo.models import ARCHITECTURES, count_parameters, create_model
-from zoo.tasks.base import TaskSpec
+from weightcast.zoo.models import ARCHITECTURES, count_parameters, create_model
+from weightcast.zoo.tasks.base import TaskSpec
 
 DEFAULT_SPECS = {
     "mnist1d": TaskSpec("signal", (1, 40), 10, "classification"),

@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.config import ConfigError
-from zoo.tasks import TASKS, get_task
-from zoo.tasks.files import (
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.tasks import TASKS, get_task
+from weightcast.zoo.tasks.files import (
     CIFAR10_FILES,
     IDX_FILES,
     DataFilesNotFoundError,
     read_cifar_batch,
     read_idx,
 )
-from zoo.tasks.base import heldout_split, standardize
-from zoo.tasks.synthetic import SHAPE_CLASSES, make_shapes, make_syn1, make_syn2
-from zoo.tasks.text import UNKNOWN_ID, VOCAB, VOCAB_SIZE, decode, encode, stdlib_docstrings
+from weightcast.zoo.tasks.base import heldout_split, standardize
+from weightcast.zoo.tasks.synthetic import SHAPE_CLASSES, make_shapes, make_syn1, make_syn2
+from weightcast.zoo.tasks.text import UNKNOWN_ID, VOCAB, VOCAB_SIZE, decode, encode, stdlib_docstrings
 
 BUILTIN = [n for n in TASKS.names() if not TASKS.metadata(n)["needs_data_dir"]]
 FILE_BASED = [n for n in TASKS.names() if TASKS.metadata(n)["needs_data_dir"]]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from train_predictor import lfd2_benchmark as bench
-from train_predictor.predictors import build_predictor
-from zoo.tasks.synthetic import make_syn1, make_syn2
+from weightcast.train_predictor import lfd2_benchmark as bench
+from weightcast.train_predictor.predictors import build_predictor
+from weightcast.zoo.tasks.synthetic import make_syn1, make_syn2
 
 
 @pytest.fixture(scope="module")

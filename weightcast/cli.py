@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from zoo.config import ConfigError
-from zoo.registry import UnknownNameError
-from zoo.rundir import package_version
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.registry import UnknownNameError
+from weightcast.zoo.rundir import package_version
 
 __all__ = ["Command", "main", "run_command", "add_config_arguments"]
 

@@ -15,19 +15,19 @@ import pytest
 import torch
 import webdataset as wds
 
-import collect
-import collect.worker
-from collect import Collection, CollectError, CorruptShardError, decode_sample, expand, run_collection
-from collect.cli import COMMAND
-from collect.config import load_collect_config, parse_size, resolve_part, run_id
-from collect.engines import select_part
-from collect.schema import SHARDS_DIR, SchemaError
-from zoo.cli import run_command
-from zoo.config import ConfigError
-from zoo.registry import UnknownNameError
-from zoo.train import Hook, train
+import weightcast.collect as collect
+import weightcast.collect.worker
+from weightcast.collect import Collection, CollectError, CorruptShardError, decode_sample, expand, run_collection
+from weightcast.collect.cli import COMMAND
+from weightcast.collect.config import load_collect_config, parse_size, resolve_part, run_id
+from weightcast.collect.engines import select_part
+from weightcast.collect.schema import SHARDS_DIR, SchemaError
+from weightcast.cli import run_command
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.registry import UnknownNameError
+from weightcast.zoo.train import Hook, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "collect" / "debug.yaml"
 QUIET = ["engine.workers=1", "engine.threads_per_worker=1"]  # in this process, one thread
 
@@ -77,7 +77,7 @@ def _collect_with_memory(monkeypatch, config):
     def train_and_remember(cfg, hooks=(), task=None):
         return train(cfg, hooks=[*hooks, _InMemory(store, run_id(cfg, config.record))], task=task)
 
-    monkeypatch.setattr(collect.worker, "train", train_and_remember)
+    monkeypatch.setattr(weightcast.collect.worker, "train", train_and_remember)
     return _collect(config), store
 
 
@@ -325,12 +325,12 @@ def test_failed_run_stops_the_collection_and_resumes(tmp_path, monkeypatch):
             raise RuntimeError("CUDA out of memory (simulated)")
         return train(cfg, hooks=hooks, task=task)
 
-    monkeypatch.setattr(collect.worker, "train", flaky)
+    monkeypatch.setattr(weightcast.collect.worker, "train", flaky)
     with pytest.raises(CollectError, match=r"run \w{12} \(mlp on mnist1d\) failed: RuntimeError: CUDA out"):
         _collect(config)
     (commit,) = (tmp_path / "c" / "commits").glob("*.json")
     assert len(json.loads(commit.read_text())["runs"]) == 2  # the runs before the failure are kept
-    monkeypatch.setattr(collect.worker, "train", train)
+    monkeypatch.setattr(weightcast.collect.worker, "train", train)
     result = _collect(config)
     assert len(result.finished) == 2 and result.index["totals"]["runs"] == 4
 
@@ -341,7 +341,7 @@ def test_resume_after_sigkill(tmp_path):
     config.write_text(slow.replace("width: 16", "width: 64").replace("shard_size: 1MB", "shard_size: 1"))
     out = tmp_path / "c"
     overrides = [f"out_dir={out}", "engine.workers=2", "engine.threads_per_worker=1"]
-    cmd = [sys.executable, "-m", "collect", "--no-progress", "--config", str(config), *overrides]
+    cmd = [sys.executable, "-m", "weightcast.collect", "--no-progress", "--config", str(config), *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90

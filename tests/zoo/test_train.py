@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from zoo.augment import AUGMENTATIONS
-from zoo.config import ConfigError, load_config
-from zoo.initializers import INITIALIZERS, initialize
-from zoo.models import create_model
-from zoo.optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, ScheduleConfig, build_optimizer, build_schedule
-from zoo.tasks import get_task
-from zoo.train import Hook, TrainConfig, train
+from weightcast.zoo.augment import AUGMENTATIONS
+from weightcast.zoo.config import ConfigError, load_config
+from weightcast.zoo.initializers import INITIALIZERS, initialize
+from weightcast.zoo.models import create_model
+from weightcast.zoo.optim import OPTIMIZERS, SCHEDULES, OptimizerConfig, ScheduleConfig, build_optimizer, build_schedule
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import Hook, TrainConfig, train
 
 
 def _config(**overrides) -> TrainConfig:

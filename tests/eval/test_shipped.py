@@ -10,16 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from eval import Nowcaster, load_eval_config
-from eval.config import check_zero_shot, open_method_bundle
-from eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, open_bundle, shipped_bundle_folder
-from eval.speedup import preflight
-from train_predictor.bundle import PredictorBundle
-from zoo.config import ConfigError
-from zoo.layer_types import LAYER_TYPES
-from zoo.tasks import TASKS
+from weightcast.eval.config import load_eval_config
+from weightcast.eval.runtime import Nowcaster
+from weightcast.eval.config import check_zero_shot, open_method_bundle
+from weightcast.eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, open_bundle, shipped_bundle_folder
+from weightcast.eval.speedup import preflight
+from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.zoo.config import ConfigError
+from weightcast.zoo.layer_types import LAYER_TYPES
+from weightcast.zoo.tasks import TASKS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "eval"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "eval"
 SHIPPED = {"wnn": (5, 5), "lfd2": (5, 5), "introspection": (6, 5)}  # kind: (window, horizon)
 
 

@@ -1,0 +1,50 @@
+"""The runtime a practitioner installs weightcast for: a `Nowcaster` that applies a predictor
+bundle to any PyTorch training loop (two lines, see `nowcaster`), and `NowcastHook`, the same for
+the zoo's loop. It depends on the bundle format (`train_predictor.bundle`) and the layer types
+(`zoo.layer_types`) only, never on the evaluation harness around it."""
+
+from weightcast.eval.runtime.hook import NowcastHook
+from weightcast.eval.runtime.nowcaster import (
+    BUFFER_DTYPES,
+    DEFAULT_BUNDLE,
+    FIRST_MOMENT_KEYS,
+    MODES,
+    OPTIMIZER_POLICIES,
+    OUTCOMES,
+    SHIPPED_BUNDLES_DIR,
+    SHIPPED_PREFIX,
+    Jump,
+    Nowcaster,
+    NowcastConfig,
+    NowcastStats,
+    NowcastWarning,
+    ProbeLoss,
+    apply_optimizer_policy,
+    open_bundle,
+    probe_batch,
+    shipped_bundle_folder,
+    unwrap,
+)
+
+__all__ = [
+    "Nowcaster",
+    "NowcastConfig",
+    "NowcastHook",
+    "NowcastStats",
+    "NowcastWarning",
+    "Jump",
+    "ProbeLoss",
+    "probe_batch",
+    "open_bundle",
+    "shipped_bundle_folder",
+    "unwrap",
+    "apply_optimizer_policy",
+    "MODES",
+    "OPTIMIZER_POLICIES",
+    "OUTCOMES",
+    "FIRST_MOMENT_KEYS",
+    "BUFFER_DTYPES",
+    "SHIPPED_PREFIX",
+    "SHIPPED_BUNDLES_DIR",
+    "DEFAULT_BUNDLE",
+]

@@ -1,0 +1,63 @@
+"""weightcast: meta-learned weight predictors that make neural-network training faster.
+
+The pipeline's stages are subpackages (`weightcast.zoo` <- `weightcast.collect` <-
+`weightcast.train_predictor` <- `weightcast.eval`), each a `weightcast` subcommand. A practitioner
+needs only what this module exports:
+
+    from weightcast import Nowcaster
+
+    nowcaster = Nowcaster(model, optimizer, probe=(x_probe, y_probe, loss_fn))  # the shipped default
+    for epoch in range(epochs):
+        train_one_epoch(model, optimizer)
+        nowcaster()
+
+Importing `weightcast` is cheap: each name below is imported on first use (PEP 562), so nothing of
+torch, collect, Ray, wandb or the zoo's tasks loads until it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from weightcast.errors import WeightcastError
+
+__all__ = [
+    "Nowcaster",
+    "NowcastConfig",
+    "NowcastHook",
+    "PredictorBundle",
+    "load_bundle",
+    "WeightcastError",
+    "__version__",
+]
+
+# public name -> the module that defines it
+_LAZY = {
+    "Nowcaster": "weightcast.eval.runtime",
+    "NowcastConfig": "weightcast.eval.runtime",
+    "NowcastHook": "weightcast.eval.runtime",
+    "PredictorBundle": "weightcast.train_predictor.bundle",
+    "load_bundle": "weightcast.train_predictor.hub",
+}
+
+if TYPE_CHECKING:
+    from weightcast.eval.runtime import Nowcaster, NowcastConfig, NowcastHook
+    from weightcast.train_predictor.bundle import PredictorBundle
+    from weightcast.train_predictor.hub import load_bundle
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from weightcast.zoo.rundir import package_version
+
+        return package_version()
+    if name not in _LAZY:
+        raise AttributeError(f"module 'weightcast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
