@@ -5,7 +5,7 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
+import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -56,9 +56,13 @@ def prepare_run_dir(out_dir: str | Path, config: Any) -> Path:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write JSON to a temporary file in the same folder (`.<name>.<random>.tmp`), then rename:
+    readers never see half a file. The file's mode follows the umask."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Not mkstemp: it creates the file 0600 whatever the umask, and folders are shared between
+    # accounts. O_EXCL with mode 0666 lets the umask decide, as for any other file.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
