@@ -2,6 +2,15 @@
 predictors through them; no stage writes a loop of its own.
 
     history = train(TrainConfig(arch="mlp", task="mnist1d", epochs=5)).history
+    history = train(TrainConfig(arch="causal-transformer", task="stdlib-chars-small",
+                                max_steps=300, eval_every_steps=50)).history  # a step budget
+
+Budget: `epochs` full epochs, or with `max_steps > 0` exactly that many optimizer steps (the last
+epoch may be partial; `epochs` is then ignored), the lr schedule spanning the budget either way.
+Validation: after every epoch, or with `eval_every_steps > 0` every that many optimizer steps; the
+last step of the budget is always validated. The History holds one record per validation, each
+with its epoch (the one in progress) and its optimizer step, record 0 being the initial model.
+`on_epoch_end` hooks run after each full epoch only.
 """
 
 import math
@@ -30,6 +39,8 @@ __all__ = [
     "evaluate",
     "resolve_device",
     "build_model",
+    "steps_per_epoch",
+    "total_steps",
 ]
 
 
@@ -47,6 +58,8 @@ class TrainConfig:
     init: str = "default"
     batch_size: int = 128
     epochs: int = 10
+    max_steps: int = 0  # > 0: a budget of this many optimizer steps instead of `epochs` epochs
+    eval_every_steps: int = 0  # > 0: validate every this many optimizer steps; 0: after each epoch
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     eval_batch_size: int = 1024
@@ -59,17 +72,22 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0: epoch-based), got {getattr(self, name)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass
 class EpochRecord:
-    epoch: int  # 0 = before training
-    train_loss: Optional[float]  # mean over the epoch's batches; None at epoch 0
+    """One validation of the run: after an epoch, or every `eval_every_steps` optimizer steps."""
+
+    epoch: int  # 0 = before training; else the epoch in progress (the one just ended, epoch-based)
+    train_loss: Optional[float]  # mean over the batches since the previous record; None at record 0
     val_loss: float
     val_metric: float
-    lr: float  # the lr of the epoch's last step
+    lr: float  # the lr of the last step before the record
     step: int  # optimizer steps taken so far
     wall_time: float  # seconds since training started, evaluation and hooks included
 
@@ -104,7 +122,7 @@ class TrainState:
     history: History
     epoch: int = 0
     step: int = 0
-    stop: bool = False  # a hook sets this to end training after the current epoch
+    stop: bool = False  # a hook sets this to end training after the current epoch (or validation)
 
 
 class Hook:
@@ -141,8 +159,20 @@ def build_model(config: TrainConfig, task: Task) -> nn.Module:
     return initialize(model, config.init)
 
 
+def steps_per_epoch(config: TrainConfig, task: Task) -> int:
+    """Optimizer steps of one epoch: full batches only (the last partial one is dropped: BN needs
+    more than one sample)."""
+    return len(task.x_train) // min(config.batch_size, len(task.x_train))
+
+
+def total_steps(config: TrainConfig, task: Task) -> int:
+    """Optimizer steps of the whole run: `max_steps`, or `epochs` full epochs when it is 0."""
+    return config.max_steps or config.epochs * steps_per_epoch(config, task)
+
+
 def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = None) -> TrainResult:
-    """Train `config` and return its per-epoch history (epoch 0 = the initial model).
+    """Train `config` and return its history of validations (record 0 = the initial model; see the
+    module docstring for the budget and when it validates).
 
     Deterministic for a seed on CPU. A non-finite training or validation loss ends the run with
     `history.diverged = True`; the epoch that diverged is recorded."""
@@ -160,9 +190,10 @@ def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = N
     x_train, y_train = task.x_train.to(device), task.y_train.to(device)
     n_train = len(x_train)
     batch_size = min(config.batch_size, n_train)
-    steps_per_epoch = n_train // batch_size  # drop the last partial batch: BN needs > 1 sample
+    per_epoch = steps_per_epoch(config, task)
+    budget = total_steps(config, task)
     optimizer = build_optimizer(model.parameters(), config.optimizer)
-    scheduler = build_schedule(optimizer, config.schedule, config.epochs * steps_per_epoch, steps_per_epoch)
+    scheduler = build_schedule(optimizer, config.schedule, budget, per_epoch)
     history = History(metric_name=task.metric_name)
     state = TrainState(config, task, model, optimizer, scheduler, device, history)
 
@@ -173,13 +204,28 @@ def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = N
     )
     for hook in hooks:
         hook.on_train_start(state)
-    for epoch in range(1, config.epochs + 1):
+    loss_sum = torch.zeros((), device=device)  # summed on device since the last record: no host sync per step
+    lr = optimizer.param_groups[0]["lr"]
+
+    def validate() -> bool:
+        """Append a record for the steps since the last one; False if the run diverged."""
+        nonlocal loss_sum
+        steps = state.step - history.records[-1].step
+        train_loss = float(loss_sum) / steps
+        loss_sum = torch.zeros((), device=device)
+        val_loss, val_metric = evaluate(model, task, device, config.eval_batch_size)
+        history.records.append(
+            EpochRecord(state.epoch, train_loss, val_loss, val_metric, lr, state.step, time.perf_counter() - start)
+        )
+        history.diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        return not history.diverged
+
+    for epoch in range(1, math.ceil(budget / per_epoch) + 1):
         state.epoch = epoch
         model.train()
-        order = torch.randperm(n_train, generator=generator)[: steps_per_epoch * batch_size]
-        loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
-        lr = optimizer.param_groups[0]["lr"]
-        for batch in order.view(steps_per_epoch, batch_size).to(device):
+        order = torch.randperm(n_train, generator=generator)[: per_epoch * batch_size]
+        steps = min(per_epoch, budget - state.step)  # a step budget's last epoch may be partial
+        for batch in order.view(per_epoch, batch_size)[:steps].to(device):
             x = augment(x_train[batch], generator)
             loss = task.loss(model(x), y_train[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -191,17 +237,19 @@ def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = N
             loss_sum += loss.detach()
             for hook in hooks:
                 hook.on_step_end(state, loss.detach())
-        train_loss = float(loss_sum) / steps_per_epoch
-        val_loss, val_metric = evaluate(model, task, device, config.eval_batch_size)
-        history.records.append(
-            EpochRecord(epoch, train_loss, val_loss, val_metric, lr, state.step, time.perf_counter() - start)
-        )
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            history.diverged = True
+            every = config.eval_every_steps
+            if every and (state.step % every == 0 or state.step == budget):
+                if not validate() or state.stop:
+                    break
+        if history.diverged or (config.eval_every_steps and state.stop):
             break
-        for hook in hooks:
-            hook.on_epoch_end(state)
-        history.records[-1].wall_time = time.perf_counter() - start  # hooks' time counts
+        if not config.eval_every_steps and not validate():
+            break
+        if steps == per_epoch:
+            for hook in hooks:
+                hook.on_epoch_end(state)
+            if history.records[-1].step == state.step:
+                history.records[-1].wall_time = time.perf_counter() - start  # hooks' time counts
         if state.stop:
             break
     for hook in hooks:
