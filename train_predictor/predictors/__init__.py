@@ -1,6 +1,6 @@
 """Element-wise weight predictors of the `train_predictor` stage, looked up by name in
 `PREDICTORS` (`build_predictor(kind, **config)`): "wnn", "lfd2", "lfd2-norm", "lfn", "lfl",
-"lfs", "no-jump", "linear-fit", "poly2-fit", "exp-fit", "plp", "introspection".
+"lfs", "no-jump", "linear-fit", "poly2-fit", "exp-fit", "plp", "introspection", "nino-mlp".
 
 Importing this package registers them all; see `base` for the interface they share.
 """
@@ -16,6 +16,7 @@ from weightcast.train_predictor.predictors.base import (
 from weightcast.train_predictor.predictors.curve_fit import ExpFit, LinearFit, NoJump, Poly2Fit, PolynomialFit
 from weightcast.train_predictor.predictors.introspection import Introspection
 from weightcast.train_predictor.predictors.lfd import LFD2, LFL, LFN, LFS, LFD2Norm, LinearFarcaster
+from weightcast.train_predictor.predictors.nino import NiNoMLP
 from weightcast.train_predictor.predictors.plp import PLP
 from weightcast.train_predictor.predictors.wnn import WNN
 
@@ -40,4 +41,5 @@ __all__ = [
     "ExpFit",
     "PLP",
     "Introspection",
+    "NiNoMLP",
 ]
