@@ -4,7 +4,7 @@ Importing this package registers every task: built-in ones (generated or bundled
 deterministic) and file-based ones that read MNIST / Fashion-MNIST / CIFAR from a local folder.
 """
 
-from weightcast.zoo.tasks import files, mnist1d, sklearn_data, synthetic, text  # noqa: F401  (registration)
+from weightcast.zoo.tasks import files, mnist1d, sklearn_data, synthetic, text, timeseries  # noqa: F401  (registration)
 from weightcast.zoo.tasks.base import (
     INPUT_KINDS,
     MODALITIES,
