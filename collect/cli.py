@@ -15,7 +15,6 @@ from weightcast.cli import Command, add_config_arguments
 
 from weightcast.collect.config import load_collect_config
 from weightcast.collect.engines import run_collection
-from weightcast.collect.errors import CollectError
 from weightcast.collect.index import index_summary, write_index
 
 __all__ = ["COMMAND"]
@@ -29,9 +28,6 @@ def _collect(args: argparse.Namespace) -> int:
             return _merge_index(args)
         config = load_collect_config(args.config, args.overrides)
         result = run_collection(config, progress=not args.no_progress)
-    except CollectError as err:
-        print(f"weightcast collect: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(
             "weightcast collect: interrupted; finished runs are committed, "

@@ -7,10 +7,12 @@ import errno
 from pathlib import Path
 from typing import Iterator
 
+from weightcast.errors import WeightcastError
+
 __all__ = ["CollectError", "CorruptShardError", "disk_full_is_fatal"]
 
 
-class CollectError(RuntimeError):
+class CollectError(WeightcastError, RuntimeError):
     """A collection cannot go on (a run failed, the disk is full, the folder holds another collection);
     the message says what to do."""
 

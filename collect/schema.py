@@ -36,6 +36,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from weightcast.errors import WeightcastError
+
 __all__ = [
     "SCHEMA_VERSION",
     "DTYPES",
@@ -81,7 +83,7 @@ HISTORY_TENSOR = "history"
 _KEY_SEPARATOR = "-p"
 
 
-class SchemaError(ValueError):
+class SchemaError(WeightcastError, ValueError):
     """A file or sample does not follow this version of the shard contract."""
 
 

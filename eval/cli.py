@@ -174,11 +174,7 @@ def _log_to_wandb(
 
 def _eval(args: argparse.Namespace) -> int:
     config = load_eval_config(args.config, args.overrides)
-    try:
-        result = run_eval(config)
-    except (CollectError, BundleFormatError) as err:
-        print(f"weightcast eval: error: {err}", file=sys.stderr)
-        return 1
+    result = run_eval(config)
     if result.forecast is not None:
         print(forecast_tables(result.forecast))
     if result.summary is not None:

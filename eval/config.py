@@ -33,9 +33,10 @@ from typing import Any, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
+from weightcast.errors import WeightcastError
 from weightcast.eval.runtime import SHIPPED_PREFIX, NowcastConfig, open_bundle
-from weightcast.train_predictor.bundle import PredictorBundle
-from weightcast.train_predictor.hub import HubError, load_bundle
+from weightcast.train_predictor.bundle import PredictorBundle, load_bundle
+from weightcast.train_predictor.hub import HubError
 from weightcast.train_predictor.predictors import PREDICTORS, build_predictor
 from weightcast.zoo.config import ConfigError, load_config
 from weightcast.zoo.layer_types import LAYER_TYPES
@@ -206,7 +207,7 @@ class EvalConfig:
         return _typed(TrainConfig, {**entry, "seed": seed, "device": self.device})
 
 
-class BundleUnavailable(LookupError):
+class BundleUnavailable(WeightcastError, LookupError):
     """A method's bundle cannot be had here (missing folder, no shipped bundle, Hub unreachable)."""
 
 

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from weightcast.collect import CollectError, load_collect_config, run_collection
+from weightcast.collect import load_collect_config, run_collection
 from weightcast.eval.cli import EvalResult, run_eval
 from weightcast.eval.config import load_eval_config
 from weightcast.eval.report import speedup_table
-from weightcast.train_predictor.bundle import BundleFormatError
 from weightcast.train_predictor.config import load_train_predictor_config
 from weightcast.train_predictor.train import train_predictors
 from weightcast.cli import Command, run_command
@@ -134,11 +133,7 @@ def _route(overrides: Sequence[str]) -> dict[str, list[str]]:
 
 def _quickstart(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    try:
-        result = quickstart(args.out, configs_dir=args.configs, overrides=args.overrides)
-    except (CollectError, BundleFormatError) as err:
-        print(f"weightcast quickstart: error: {err}", file=sys.stderr)
-        return 1
+    result = quickstart(args.out, configs_dir=args.configs, overrides=args.overrides)
     stages = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
     if result.eval.summary is not None:
         print(speedup_table(result.eval.summary))

@@ -1,6 +1,7 @@
 """The `weightcast` console script and `python -m weightcast.zoo`, run as a user would."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from weightcast.cli import main
+from weightcast.errors import USER_ERROR_EXIT_CODE
+from weightcast.train_predictor.bundle import load_bundle, save_bundle
+from weightcast.train_predictor.hub import HubError
 from weightcast.zoo.tasks import TASKS
 
 DEBUG_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "zoo" / "debug.yaml")
@@ -56,6 +60,35 @@ def test_config_errors_exit_2_with_a_message(capsys):
     assert "unknown architecture 'nope'; valid:" in capsys.readouterr().err
     assert main(["zoo", "train", "train.optimiser.lr=1"]) == 2
     assert "unknown config key 'train.optimiser'" in capsys.readouterr().err
+
+
+def test_every_weightcast_error_is_caught_once(tmp_path, monkeypatch, capsys):
+    """Each stage's errors (a HubError in train-predictor, a BundleFormatError in publish, a
+    ConfigError) end as one line `weightcast: error: ...` and USER_ERROR_EXIT_CODE, no traceback."""
+    import weightcast.train_predictor.cli as train_predictor_cli
+
+    def hub_down(config, command):
+        raise HubError("Hub repository 'org/name' not found; check the id")
+
+    monkeypatch.setattr(train_predictor_cli, "train_predictors", hub_down)
+    assert main(["train-predictor", "steps=1"]) == USER_ERROR_EXIT_CODE
+    assert capsys.readouterr().err == "weightcast: error: Hub repository 'org/name' not found; check the id\n"
+    (tmp_path / "notes.txt").write_text("not a bundle")
+    assert main(["publish", str(tmp_path), "--repo-id", "org/name"]) == USER_ERROR_EXIT_CODE
+    err = capsys.readouterr().err
+    assert err.startswith("weightcast: error: folder ") and "is not a predictor bundle" in err
+    assert main(["train-predictor", "steps=0"]) == USER_ERROR_EXIT_CODE
+    assert capsys.readouterr().err.startswith("weightcast: error: steps must be >= 1")
+
+
+def test_a_hub_error_from_the_console_script_has_no_traceback(tmp_path):
+    bundle = save_bundle(load_bundle("shipped:lfd2"), tmp_path / "bundle")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "weightcast", "publish", str(bundle), "--repo-id", "org/name"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == USER_ERROR_EXIT_CODE
+    assert result.stderr.startswith("weightcast: error: cannot reach the Hub for 'org/name'")
+    assert "Traceback" not in result.stderr
 
 
 def test_overrides_may_come_before_and_after_options(tmp_path, capsys):

@@ -1,18 +1,50 @@
 """weightcast stage train_predictor: per-layer-type weight predictors, fitted on collected
-trajectories and shared as PredictorBundles on the Hugging Face Hub (all Hub I/O in `hub`).
+trajectories and shared as PredictorBundles (format and loading in `bundle`, Hub transfers in `hub`).
 
 Pipeline: zoo <- collect <- **train_predictor** <- eval.
+
+Importing this package loads nothing: each name below is imported from its module on first use
+(PEP 562), so `weightcast.train_predictor.bundle` does not pull in the training code.
 """
 
-from weightcast.train_predictor.bundle import BundleFormatError, MissingPredictorError, PredictorBundle
-from weightcast.train_predictor.hub import HubError, load_bundle, publish, save_bundle
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "PredictorBundle",
     "BundleFormatError",
+    "BundleNotFoundError",
     "MissingPredictorError",
     "HubError",
     "load_bundle",
     "publish",
     "save_bundle",
 ]
+
+_LAZY = {name: "weightcast.train_predictor.bundle" for name in __all__} | {
+    "HubError": "weightcast.train_predictor.hub"
+}
+
+if TYPE_CHECKING:
+    from weightcast.train_predictor.bundle import (
+        BundleFormatError,
+        BundleNotFoundError,
+        MissingPredictorError,
+        PredictorBundle,
+        load_bundle,
+        publish,
+        save_bundle,
+    )
+    from weightcast.train_predictor.hub import HubError
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'weightcast.train_predictor' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,9 +6,17 @@ keyed by layer type (`zoo.layer_types.LAYER_TYPES`). All of them read windows of
 `input_length` and predict the same `horizon`. It is a `PyTorchModelHubMixin` model: its
 constructor arguments are JSON values, so `save_pretrained` writes a folder with
 `model.safetensors`, `config.json` (these arguments plus the derived `layer_types`,
-`input_length`, `horizon`) and a `README.md` model card generated from the config. Loading,
-`PredictorBundle.from_pretrained("org/name" or a folder, revision=...)`, goes through
-`train_predictor.hub.load_bundle`, the one module that talks to the Hub, and is always strict.
+`input_length`, `horizon`) and a `README.md` model card generated from the config.
+
+This module owns the format and is the only way a bundle is opened or pushed:
+- `load_bundle(source, revision=None)` (also `PredictorBundle.from_pretrained`) opens
+  `shipped:<kind>` (a pretrained bundle installed with the package, `SHIPPED_BUNDLES_DIR/<kind>`),
+  a local folder, or a Hub repository id ("org/name") at `revision`, always strictly, and records
+  where it came from on the bundle (`bundle.source`, and `bundle.revision`: the resolved commit);
+- `save_bundle(bundle, folder)` writes one; `publish(folder, repo_id)` (also
+  `bundle.push_to_hub(repo_id)`) pushes a folder after checking that it loads back.
+The Hub transfers themselves are `train_predictor.hub`'s (`download`, `upload`), which imports
+nothing of this module.
 
 Fallback when a layer type had no training data: `predictor_for(layer_type)` serves it with the
 predictor of the type in `fallback[layer_type]`. With `fallback=None` the bundle fills the table by
@@ -23,12 +31,19 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import safetensors.torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
+from weightcast.errors import WeightcastError
+from weightcast.train_predictor.hub import download, upload
 from weightcast.train_predictor.predictors import PREDICTORS, Predictor, build_predictor
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES
@@ -37,8 +52,15 @@ from weightcast.zoo.rundir import package_version as current_package_version
 
 __all__ = [
     "PredictorBundle",
+    "load_bundle",
+    "save_bundle",
+    "publish",
+    "shipped_bundle_folder",
     "BundleFormatError",
+    "BundleNotFoundError",
     "MissingPredictorError",
+    "SHIPPED_PREFIX",
+    "SHIPPED_BUNDLES_DIR",
     "SCHEMA_VERSION",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
@@ -55,6 +77,10 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 BUNDLE_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 
+SHIPPED_PREFIX = "shipped:"
+# Where `shipped:<kind>` bundles live: pretrained bundles installed with the package (package data).
+SHIPPED_BUNDLES_DIR = Path(__file__).resolve().parent / "pretrained"
+
 DEFAULT_FALLBACK_ORDER: dict[str, tuple[str, ...]] = {
     "conv": ("linear", "embedding", "bias", "norm"),
     "linear": ("conv", "embedding", "bias", "norm"),
@@ -69,12 +95,16 @@ _BASELINES = ("no-jump", "linear-fit")  # the validation columns every card show
 _TRAINED_ON_KEYS = ("collection", "trajectories", "architectures", "tasks", "optimizers")  # card order
 
 
-class BundleFormatError(ValueError):
+class BundleFormatError(WeightcastError, ValueError):
     """Files that should hold a predictor bundle do not: missing files, another schema version,
     a config.json that is not a bundle's, or weights that do not match the config."""
 
 
-class MissingPredictorError(LookupError):
+class BundleNotFoundError(WeightcastError, FileNotFoundError):
+    """No bundle where one was asked for: a missing folder, or a kind that is not shipped."""
+
+
+class MissingPredictorError(WeightcastError, LookupError):
     """A bundle has no predictor, and no fallback, for a layer type."""
 
 
@@ -136,6 +166,10 @@ class PredictorBundle(nn.Module, PyTorchModelHubMixin):
         self.commands = [str(c) for c in commands or []]
         self.schema_version = schema_version
         self.package_version = package_version or current_package_version()
+        # Where `load_bundle` opened it (shipped:<kind>, a folder, "org/name") and, from the Hub,
+        # the commit its revision resolved to; None for a bundle built in this process.
+        self.source: str | None = None
+        self.revision: str | None = None
 
     @classmethod
     def from_predictors(cls, predictors: Mapping[str, Predictor], **kwargs: Any) -> PredictorBundle:
@@ -194,11 +228,9 @@ class PredictorBundle(nn.Module, PyTorchModelHubMixin):
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
     ) -> PredictorBundle:
-        """Load a bundle from a Hub repository ("org/name", through the Hugging Face cache) or a
-        local folder, strictly; see `train_predictor.hub.load_bundle`. Replaces the mixin's
-        `from_pretrained`, which loads non-strictly and hides a missing repository or revision."""
-        from weightcast.train_predictor.hub import load_bundle  # hub imports this module
-
+        """`load_bundle`: `shipped:<kind>`, a local folder or a Hub repository ("org/name", through
+        the Hugging Face cache), strictly. Replaces the mixin's `from_pretrained`, which loads
+        non-strictly and hides a missing repository or revision."""
         return load_bundle(
             source, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only
         )
@@ -246,6 +278,30 @@ class PredictorBundle(nn.Module, PyTorchModelHubMixin):
     def predict(self, window: Tensor, layer_type: str, horizon: int | None = None) -> Tensor:
         """(N, input_length) windows of weights of `layer_type` -> (N,) predicted values."""
         return self.predictor_for(layer_type).predict(window, horizon)
+
+    def push_to_hub(  # type: ignore[override]
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        branch: str | None = None,
+        **unsupported: Any,
+    ) -> str:
+        """Save the bundle and `publish` it (with its load-back check) to `repo_id` on `branch`;
+        return the commit's URL. Replaces the mixin's `push_to_hub`, so every push goes one way."""
+        if unsupported:
+            raise TypeError(
+                f"PredictorBundle.push_to_hub takes commit_message, private, token and branch; "
+                f"got also {sorted(unsupported)}"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = save_bundle(self, Path(tmp) / "bundle")
+            return publish(
+                folder, repo_id, token=token, private=bool(private), revision=branch,
+                commit_message=commit_message,
+            )
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Weights (the mixin's safetensors writer) and our config.json, which the mixin keeps."""
@@ -323,6 +379,130 @@ future = predictor.predict(window)  # window: (N, {self.input_length}) past valu
 
 Apache-2.0.
 """
+
+
+def load_bundle(
+    source: str | os.PathLike,
+    revision: str | None = None,
+    *,
+    token: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+) -> PredictorBundle:
+    """Open a bundle, strictly, in eval mode, from `shipped:<kind>` (installed with weightcast), a
+    local folder, or a Hub repository id ("org/name") at `revision` (branch, tag or commit; default
+    main), downloaded through the Hugging Face cache (`cache_dir`, default `HF_HUB_CACHE`) and read
+    from it offline. `bundle.source` and `bundle.revision` (the resolved commit) record where it
+    came from."""
+    where, commit = str(source), None
+    local = where.startswith(SHIPPED_PREFIX) or Path(source).is_dir()
+    if local and revision is not None:
+        raise ConfigError(f"revision={revision!r} selects a Hub commit; {where!r} is not a Hub repository")
+    if where.startswith(SHIPPED_PREFIX):
+        folder, what = shipped_bundle_folder(where[len(SHIPPED_PREFIX):]), f"shipped bundle {where!r}"
+    elif local:
+        folder, what = Path(source), f"folder {where!r}"
+    else:
+        folder, commit = download(
+            where, revision, allow_patterns=BUNDLE_FILES, token=token, cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+        what = f"Hub repository {where!r}" + (f" at revision {revision!r}" if revision else "")
+    bundle = _load_folder(folder, what)
+    bundle.source, bundle.revision = where, commit
+    return bundle
+
+
+def save_bundle(bundle: PredictorBundle, folder: str | Path) -> Path:
+    """Write `bundle` to `folder` (config.json, model.safetensors, README.md) with
+    `save_pretrained`; each file is replaced whole, so a reader never sees half a bundle. The files
+    get the modes the umask gives new files (the temporary files are private until moved)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    mode = _new_file_mode()
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as tmp:
+        bundle.save_pretrained(tmp)
+        folder.mkdir(exist_ok=True)
+        for name in BUNDLE_FILES:
+            os.chmod(Path(tmp) / name, mode)
+            os.replace(Path(tmp) / name, folder / name)
+    return folder
+
+
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload the bundle folder to the Hub model repository `repo_id` ("org/name"), creating the
+    repository (and the branch `revision`, default main) if needed, in one commit; return the
+    commit's URL. The folder must load as a bundle; its README.md is regenerated with `repo_id` in
+    the usage snippet. The token comes from `token`, else HF_TOKEN or `hf auth login`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleNotFoundError(f"bundle folder {str(folder)!r} does not exist")
+    bundle = load_bundle(folder)  # never publish what would not load back
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "bundle"
+        shutil.copytree(folder, staged)
+        bundle.generate_model_card(repo_id=repo_id).save(staged / CARD_FILE)
+        return upload(
+            staged, repo_id, token=token, private=private, revision=revision,
+            commit_message=commit_message
+            or f"Upload {bundle.kind} predictor bundle (weightcast {bundle.package_version})",
+        )
+
+
+def shipped_bundle_folder(kind: str) -> Path:
+    """The folder of the pretrained `kind` bundle installed with weightcast (`shipped:<kind>`);
+    `BundleNotFoundError` naming the shipped kinds when there is none."""
+    folder = SHIPPED_BUNDLES_DIR / kind
+    if not (folder / CONFIG_FILE).is_file():
+        shipped = [config.parent.name for config in sorted(SHIPPED_BUNDLES_DIR.glob(f"*/{CONFIG_FILE}"))]
+        raise BundleNotFoundError(
+            f"this weightcast ships no pretrained {kind!r} bundle (looked in {folder}; shipped: "
+            f"{', '.join(shipped) or 'none'}); train one with `weightcast train-predictor` and give "
+            "its folder"
+        )
+    return folder
+
+
+def _load_folder(folder: Path, where: str) -> PredictorBundle:
+    """Build the bundle that folder/config.json describes and load folder/model.safetensors into it."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        raise BundleFormatError(
+            f"{where} is not a predictor bundle: it has no {CONFIG_FILE} "
+            f"(found: {', '.join(found) or 'nothing'}); "
+            f"a bundle holds {', '.join(BUNDLE_FILES)}, as written by save_bundle"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleFormatError(
+            f"{where} is not a predictor bundle: its {CONFIG_FILE} is not JSON ({err})"
+        ) from None
+    bundle = PredictorBundle.from_config(config, where)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleFormatError(f"{where} is not a complete predictor bundle: it has no {WEIGHTS_FILE}")
+    try:
+        safetensors.torch.load_model(bundle, weights, strict=True)
+    except (RuntimeError, SafetensorError) as err:
+        raise BundleFormatError(f"{where}: {WEIGHTS_FILE} does not match its {CONFIG_FILE}: {err}") from None
+    return bundle.eval()
+
+
+def _new_file_mode() -> int:
+    """The mode `open(path, "w")` would give a new file under the process's umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _check_layer_types(mapping: Mapping[str, Any], what: str) -> None:

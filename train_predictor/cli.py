@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from weightcast.cli import Command, add_config_arguments
-
-from weightcast.collect.errors import CollectError
-from weightcast.collect.schema import SchemaError
 from weightcast.train_predictor.config import load_train_predictor_config
 from weightcast.train_predictor.train import train_predictors
 
@@ -26,11 +22,7 @@ def _train_predictor(args: argparse.Namespace) -> int:
     config = load_train_predictor_config(args.config, args.overrides)
     config_words = ["--config", args.config] if args.config else []
     words = ["weightcast", "train-predictor", *config_words, *args.overrides]
-    try:
-        train_predictors(config, command=shlex.join(words))
-    except (CollectError, SchemaError) as err:
-        print(f"weightcast train-predictor: error: {err}", file=sys.stderr)
-        return 1
+    train_predictors(config, command=shlex.join(words))
     return 0
 
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from weightcast.errors import WeightcastError
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.optim import SCHEDULES, OptimizerConfig, ScheduleConfig, build_optimizer
 from weightcast.zoo.rundir import write_json_atomic
@@ -56,7 +57,7 @@ STATE_FILE = "state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-class NoTrainingData(RuntimeError):
+class NoTrainingData(WeightcastError, RuntimeError):
     """The batch stream of some rank was empty: nothing to fit for this layer type."""
 
 

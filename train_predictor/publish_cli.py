@@ -4,21 +4,15 @@ that uploads a saved predictor bundle to the Hugging Face Hub (`train_predictor.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from weightcast.train_predictor.bundle import BundleFormatError
-from weightcast.train_predictor.hub import HubError, publish
 from weightcast.cli import Command
+from weightcast.train_predictor.bundle import publish
 
 __all__ = ["COMMAND"]
 
 
 def _publish(args: argparse.Namespace) -> int:
-    try:
-        url = publish(args.folder, args.repo_id, private=args.private, revision=args.revision)
-    except (HubError, BundleFormatError, FileNotFoundError) as err:
-        print(f"weightcast publish: error: {err}", file=sys.stderr)
-        return 1
+    url = publish(args.folder, args.repo_id, private=args.private, revision=args.revision)
     print(f"published {args.folder} to {args.repo_id}: {url}")
     return 0
 

@@ -28,7 +28,7 @@ from weightcast.zoo.config import ConfigError, config_to_dict
 from weightcast.zoo.layer_types import LAYER_TYPES
 from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 
-from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
 from weightcast.train_predictor.config import TrainPredictorConfig
 from weightcast.train_predictor.data import (
     CollectionSource,
@@ -41,7 +41,6 @@ from weightcast.train_predictor.data import (
     validation_windows,
 )
 from weightcast.train_predictor.fit import FitResult, FitSettings, NoTrainingData, evaluate, fit
-from weightcast.train_predictor.hub import save_bundle
 from weightcast.train_predictor.predictors import Predictor, build_predictor
 
 __all__ = ["TrainResult", "BASELINES", "train_predictors", "validation_table"]

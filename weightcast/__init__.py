@@ -38,13 +38,12 @@ _LAZY = {
     "NowcastConfig": "weightcast.eval.runtime",
     "NowcastHook": "weightcast.eval.runtime",
     "PredictorBundle": "weightcast.train_predictor.bundle",
-    "load_bundle": "weightcast.train_predictor.hub",
+    "load_bundle": "weightcast.train_predictor.bundle",
 }
 
 if TYPE_CHECKING:
     from weightcast.eval.runtime import Nowcaster, NowcastConfig, NowcastHook
-    from weightcast.train_predictor.bundle import PredictorBundle
-    from weightcast.train_predictor.hub import load_bundle
+    from weightcast.train_predictor.bundle import PredictorBundle, load_bundle
 
 
 def __getattr__(name: str) -> Any:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from weightcast.zoo.config import ConfigError
-from weightcast.zoo.registry import UnknownNameError
+from weightcast.errors import USER_ERROR_EXIT_CODE, WeightcastError
 from weightcast.zoo.rundir import package_version
 
 __all__ = ["Command", "main", "run_command", "add_config_arguments"]
@@ -71,9 +70,9 @@ def _dispatch(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> in
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, UnknownNameError) as err:
+    except WeightcastError as err:  # every user error, from any stage: its message, no traceback
         print(f"weightcast: error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
 
 
 if __name__ == "__main__":

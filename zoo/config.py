@@ -16,12 +16,14 @@ from typing import Any, Sequence, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from weightcast.errors import WeightcastError
+
 __all__ = ["ConfigError", "load_config", "config_to_yaml", "config_to_dict", "save_config"]
 
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(WeightcastError, ValueError):
     """A config file or override is invalid; the message says what would be valid."""
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from weightcast.errors import WeightcastWarning
+
 __all__ = [
     "LAYER_TYPES",
     "LayerTypeReport",
@@ -43,7 +45,7 @@ __all__ = [
 LAYER_TYPES = ("conv", "linear", "bias", "norm", "embedding")
 
 
-class LayerTypeWarning(UserWarning):
+class LayerTypeWarning(WeightcastWarning):
     """Some parameters were typed by their rank alone."""
 
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from weightcast.errors import WeightcastError
+
 __all__ = ["Registry", "RegistryEntry", "UnknownNameError", "DuplicateNameError"]
 
 T = TypeVar("T", bound=Callable[..., Any])
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(WeightcastError, ValueError):
     """A name was looked up that no entry of the registry has."""
 
 
-class DuplicateNameError(ValueError):
+class DuplicateNameError(WeightcastError, ValueError):
     """A second entry was registered under a name that is taken."""
 
 

@@ -71,7 +71,6 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
 import torch
@@ -79,8 +78,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
-from weightcast.train_predictor.hub import load_bundle
+from weightcast.errors import WeightcastWarning
+from weightcast.train_predictor.bundle import (
+    SHIPPED_BUNDLES_DIR,
+    SHIPPED_PREFIX,
+    MissingPredictorError,
+    PredictorBundle,
+    load_bundle,
+    shipped_bundle_folder,
+)
 from weightcast.train_predictor.predictors import DEFAULT_CHUNK_SIZE, Predictor
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES, assign_layer_types
@@ -119,16 +125,14 @@ BUFFER_DTYPES = {
     "bfloat16": torch.bfloat16,
 }
 
-SHIPPED_PREFIX = "shipped:"
-# Where `shipped:<kind>` bundles live: pretrained bundles installed with the package (package data).
-SHIPPED_BUNDLES_DIR = Path(__file__).resolve().parents[2] / "train_predictor" / "pretrained"
+# SHIPPED_PREFIX, SHIPPED_BUNDLES_DIR, shipped_bundle_folder: re-exported from train_predictor.bundle.
 DEFAULT_BUNDLE = SHIPPED_PREFIX + "wnn"  # what a Nowcaster applies when given no bundle
 
 ProbeLoss = Callable[[nn.Module], Union[float, Tensor]]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class NowcastWarning(UserWarning):
+class NowcastWarning(WeightcastWarning):
     """A jump was rolled back for non-finite predictions, or parameters are left untouched."""
 
 
@@ -232,28 +236,11 @@ def probe_batch(inputs: Tensor, targets: Tensor, loss_fn: LossFn) -> ProbeLoss:
     return probe
 
 
-def shipped_bundle_folder(kind: str) -> Path:
-    """The folder of the pretrained `kind` bundle installed with weightcast (`shipped:<kind>`);
-    FileNotFoundError naming the shipped kinds when there is none."""
-    folder = SHIPPED_BUNDLES_DIR / kind
-    if not (folder / "config.json").is_file():
-        configs = sorted(SHIPPED_BUNDLES_DIR.glob("*/config.json"))
-        shipped = [config.parent.name for config in configs]
-        raise FileNotFoundError(
-            f"this weightcast ships no pretrained {kind!r} bundle (looked in {folder}; shipped: "
-            f"{', '.join(shipped) or 'none'}); train one with `weightcast train-predictor` and give "
-            "its folder"
-        )
-    return folder
-
-
 def open_bundle(source: PredictorBundle | str | os.PathLike = DEFAULT_BUNDLE) -> PredictorBundle:
-    """A bundle as given, or loaded from `shipped:<kind>` (a pretrained bundle installed with
-    weightcast), a local folder or a Hub repository id ("org/name")."""
+    """A bundle as given, or `load_bundle(source)`: `shipped:<kind>` (a pretrained bundle installed
+    with weightcast), a local folder or a Hub repository id ("org/name")."""
     if isinstance(source, PredictorBundle):
         return source
-    if isinstance(source, str) and source.startswith(SHIPPED_PREFIX):
-        return load_bundle(shipped_bundle_folder(source[len(SHIPPED_PREFIX):]))
     if isinstance(source, (str, os.PathLike)):
         return load_bundle(source)
     raise TypeError(

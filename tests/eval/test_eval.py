@@ -31,7 +31,7 @@ from weightcast.eval.speedup import (
     target_value,
 )
 from weightcast.train_predictor.bundle import PredictorBundle
-from weightcast.train_predictor.hub import save_bundle
+from weightcast.train_predictor.bundle import save_bundle
 from weightcast.train_predictor.predictors import LFD2, WNN
 from weightcast.cli import run_command
 from weightcast.zoo.config import ConfigError

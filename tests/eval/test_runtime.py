@@ -367,7 +367,7 @@ def test_missing_layer_type_names_the_parameters_or_is_excluded():
 
 
 def test_bundle_loads_from_a_folder(tmp_path):
-    from weightcast.train_predictor.hub import save_bundle
+    from weightcast.train_predictor.bundle import save_bundle
 
     save_bundle(_bundle(), tmp_path / "bundle")
     nowcaster = Nowcaster(_linear_model(), None, str(tmp_path / "bundle"), NowcastConfig(guard=False))

@@ -20,8 +20,15 @@ import torch
 from .hub_server import HubServer
 from safetensors.torch import load_file
 
-from weightcast.train_predictor.bundle import SCHEMA_VERSION, BundleFormatError, MissingPredictorError, PredictorBundle
-from weightcast.train_predictor.hub import load_bundle, save_bundle
+from weightcast.errors import USER_ERROR_EXIT_CODE
+from weightcast.train_predictor.bundle import (
+    SCHEMA_VERSION,
+    BundleFormatError,
+    MissingPredictorError,
+    PredictorBundle,
+    load_bundle,
+    save_bundle,
+)
 from weightcast.train_predictor.predictors import PREDICTORS, build_predictor
 from weightcast.train_predictor.publish_cli import COMMAND
 from weightcast.cli import run_command
@@ -61,6 +68,10 @@ def test_save_and_load_every_kind_bit_identical(kind, tmp_path):
     folder = save_bundle(bundle, tmp_path / kind)
 
     assert {p.name for p in folder.iterdir()} == BUNDLE_FILES
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in folder.iterdir():  # as open() would create them, not the private temporary files
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
     config = json.loads((folder / "config.json").read_text())
     assert config == bundle.config
     probe = build_predictor(kind)
@@ -77,6 +88,7 @@ def test_save_and_load_every_kind_bit_identical(kind, tmp_path):
 
     for loaded in (load_bundle(folder), PredictorBundle.from_pretrained(folder)):
         assert isinstance(loaded, PredictorBundle) and not loaded.training
+        assert (loaded.source, loaded.revision) == (str(folder), None)
         assert loaded.config == bundle.config
         assert_same_weights(loaded.state_dict(), bundle)
         window = torch.randn(7, bundle.input_length, dtype=torch.float64).cumsum(dim=1)
@@ -156,10 +168,13 @@ def test_folder_that_is_not_a_bundle(case, tmp_path):
 
 def test_publish_command_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a bundle")
-    assert run_command(COMMAND, [str(tmp_path), "--repo-id", "weightcast-test/x"]) == 1
+    assert run_command(COMMAND, [str(tmp_path), "--repo-id", "weightcast-test/x"]) == USER_ERROR_EXIT_CODE
     assert "is not a predictor bundle: it has no config.json (found: notes.txt)" in capsys.readouterr().err
-    assert run_command(COMMAND, [str(tmp_path / "missing"), "--repo-id", "weightcast-test/x"]) == 1
+    missing = [str(tmp_path / "missing"), "--repo-id", "weightcast-test/x"]
+    assert run_command(COMMAND, missing) == USER_ERROR_EXIT_CODE
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="selects a Hub commit"):
+        load_bundle(tmp_path, revision="main")
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +213,21 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
         f"""
         import json
         from safetensors.torch import save_file
-        from weightcast.train_predictor.bundle import PredictorBundle
-        from weightcast.train_predictor.hub import load_bundle, publish
+        from weightcast.train_predictor.bundle import PredictorBundle, load_bundle, publish
         from weightcast.train_predictor.publish_cli import COMMAND
         from weightcast.cli import run_command
 
         assert run_command(COMMAND, [{str(main_dir)!r}, "--repo-id", {repo!r}]) == 0
         commit = publish({str(v2_dir)!r}, {repo!r}, revision="v2").rsplit("/", 1)[1]
         save_file(PredictorBundle.from_pretrained({repo!r}).state_dict(), {str(out / "main.safetensors")!r})
-        save_file(load_bundle({repo!r}, revision="v2").state_dict(), {str(out / "v2.safetensors")!r})
+        v2 = load_bundle({repo!r}, revision="v2")
+        assert (v2.source, v2.revision) == ({repo!r}, commit)  # the branch, resolved to its commit
+        save_file(v2.state_dict(), {str(out / "v2.safetensors")!r})
         save_file(load_bundle({repo!r}, revision=commit).state_dict(), {str(out / "commit.safetensors")!r})
-        print(json.dumps({{"commit": commit, "config": load_bundle({repo!r}).config}}))
+        # push_to_hub is publish: the same load-back check, the same card
+        pushed = v2.push_to_hub({repo!r}, branch="pushed").rsplit("/", 1)[1]
+        assert load_bundle({repo!r}, revision="pushed").revision == pushed
+        print(json.dumps({{"commit": commit, "pushed": pushed, "config": load_bundle({repo!r}).config}}))
         """,
         hub,
         cache,
@@ -223,13 +242,17 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
     assert files["model.safetensors"] == (main_dir / "model.safetensors").read_bytes()
     assert f'PredictorBundle.from_pretrained("{repo}")' in files["README.md"].decode()
     assert hub.resolve(repo, "v2")[0] == online["commit"]
+    pushed_commit, pushed = hub.resolve(repo, "pushed")
+    assert pushed_commit == online["pushed"] and pushed["model.safetensors"] == (v2_dir / "model.safetensors").read_bytes()
+    assert f'PredictorBundle.from_pretrained("{repo}")' in pushed["README.md"].decode()
 
     requests_before = len(hub.requests)
     offline = run_client(
         f"""
         import json
         from safetensors.torch import save_file
-        from weightcast.train_predictor.hub import HubError, load_bundle
+        from weightcast.train_predictor.bundle import load_bundle
+        from weightcast.train_predictor.hub import HubError
 
         save_file(load_bundle({repo!r}).state_dict(), {str(out / "offline-main.safetensors")!r})
         save_file(load_bundle({repo!r}, revision="v2").state_dict(), {str(out / "offline-v2.safetensors")!r})
@@ -265,8 +288,8 @@ def test_hub_errors(hub, tmp_path):
     errors = run_client(
         """
         import json
-        from weightcast.train_predictor.bundle import BundleFormatError
-        from weightcast.train_predictor.hub import HubError, load_bundle
+        from weightcast.train_predictor.bundle import BundleFormatError, load_bundle
+        from weightcast.train_predictor.hub import HubError
 
         errors = {}
         for case, repo, revision in [
