@@ -3,7 +3,8 @@ collection resumable after a crash. See `collect.schema` for the layout.
 
 On every start, `prepare` refuses a folder that holds another collection (another schema version or
 another population), and `clean` deletes what a crash of this prefix left behind: temporary shards,
-shards that no commit record references, and spool files.
+shards that no commit record references, spool files and the temporary files of atomic JSON writes.
+A SIGKILL can leave such files at any moment; they never make a folder look foreign.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from weightcast.collect.schema import (
     SCHEMA_VERSION,
     SHARDS_DIR,
     SPOOL_DIR,
-    SchemaError,
+    check_commit_record,
     check_version,
 )
 
@@ -39,6 +40,13 @@ _OWN_NAMES = {
     "config.yaml", "meta.json", MANIFEST_NAME, COMMITS_DIR, SHARDS_DIR, SPOOL_DIR, LOG_NAME, INDEX_NAME,
     _LOCKS_DIR, "wandb",
 }  # fmt: skip
+# Files written by `prepare` (config.yaml is rewritten whole on every start).
+_PREPARED = ("meta.json", MANIFEST_NAME)
+
+
+def _atomic_temps(folder: Path, name: str) -> list[Path]:
+    """Temporary files of `write_json_atomic(folder / name)`: `.<name>.<random>.tmp`."""
+    return sorted(folder.glob(f".{name}.*.tmp"))
 
 
 class CollectionFolder:
@@ -54,15 +62,54 @@ class CollectionFolder:
         if not self.manifest_path.is_file():
             raise CollectError(f"{self.root} is not a collection folder (it has no {MANIFEST_NAME})")
         manifest = _read_json(self.manifest_path)
+        if not isinstance(manifest, dict):
+            raise CollectError(
+                f"{self.manifest_path} is not a JSON object; it was damaged after it was written: restore "
+                f"it, or collect into a new out_dir"
+            )
         check_version(manifest, f"collection {self.root}")
+        absent = [k for k in ("name", "population_hash", "record", "runs") if k not in manifest]
+        if absent:
+            raise CollectError(
+                f"{self.manifest_path} lacks {absent}; it was damaged after it was written: restore it, or "
+                f"collect into a new out_dir"
+            )
         return manifest
 
     def prepare(
         self, config: Any, name: str, population_hash: str, run_ids: list[str], record: dict[str, Any]
     ) -> None:
-        """Create the folder, or check that it holds this very collection; write config and manifest."""
+        """Create the folder, or check that it holds this very collection; write config and manifest.
+        Temporary files of an interrupted `prepare` (a SIGKILL during the first manifest write) are
+        deleted first: sessions of all parts prepare one after another, under a folder-wide lock."""
+        self._refuse_foreign()  # before writing anything into a folder that is not ours
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._flock(self.root / _LOCKS_DIR / "prepare.lock", blocking=True):
+            for written in _PREPARED:
+                for tmp in _atomic_temps(self.root, written):
+                    tmp.unlink(missing_ok=True)
+            self._prepare(config, name, population_hash, run_ids, record)
+
+    def _refuse_foreign(self) -> None:
+        """`CollectError` if the folder has no manifest but holds files that are not a collection's
+        (our own temporary files do not count) or commit records."""
+        if self.manifest_path.is_file() or not self.root.is_dir():
+            return
+        temps = {p.name for written in _PREPARED for p in _atomic_temps(self.root, written)}
+        foreign = sorted(p.name for p in self.root.iterdir() if p.name not in _OWN_NAMES | temps)
+        if foreign or (self.root / COMMITS_DIR).is_dir():
+            raise CollectError(
+                f"out_dir {self.root} is not empty and holds no collection manifest "
+                f"({', '.join(foreign) or 'commit records'}); choose an empty or new out_dir"
+            )
+
+    def _prepare(
+        self, config: Any, name: str, population_hash: str, run_ids: list[str], record: dict[str, Any]
+    ) -> None:
         if self.manifest_path.is_file():
             old = _read_json(self.manifest_path)
+            if not isinstance(old, dict):
+                raise CollectError(f"{self.manifest_path} is not a JSON object; choose another out_dir")
             if old.get("schema_version") != SCHEMA_VERSION:
                 raise CollectError(
                     f"{self.root} holds a collection of schema version {old.get('schema_version')!r}; this "
@@ -74,13 +121,6 @@ class CollectionFolder:
                     f"({len(old.get('runs', []))} runs, hash {old.get('population_hash')}; this config has "
                     f"{len(run_ids)} runs, hash {population_hash}). Choose another out_dir, or resume "
                     f"with the config that made it ({self.root / 'config.yaml'})."
-                )
-        elif self.root.is_dir() and any(self.root.iterdir()):
-            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in _OWN_NAMES)
-            if foreign or (self.root / COMMITS_DIR).is_dir():
-                raise CollectError(
-                    f"out_dir {self.root} is not empty and holds no collection manifest "
-                    f"({', '.join(foreign) or 'commit records'}); choose an empty or new out_dir"
                 )
         with disk_full_is_fatal(self.root):
             prepare_run_dir(self.root, config)
@@ -99,15 +139,8 @@ class CollectionFolder:
 
     def commit_records(self) -> list[dict[str, Any]]:
         """Every commit record of the folder, sorted by group ID."""
-        records = []
-        for path in sorted((self.root / COMMITS_DIR).glob("*.json")):
-            record = _read_json(path)
-            try:
-                check_version(record, f"commit record {path}")
-            except SchemaError as err:
-                raise CollectError(str(err)) from None
-            records.append(record)
-        return records
+        paths = sorted((self.root / COMMITS_DIR).glob("*.json"))
+        return [check_commit_record(_read_json(path), f"commit record {path}") for path in paths]
 
     def completed_runs(self) -> dict[str, dict[str, Any]]:
         """Run ID -> run record of every committed run."""
@@ -115,9 +148,18 @@ class CollectionFolder:
 
     def clean(self, prefix: str | None) -> list[Path]:
         """Delete what crashed sessions of `prefix` (every prefix if None) left: temporary shards,
-        shards no commit record references, spool files. Returns what was deleted."""
-        referenced = {s["path"] for record in self.commit_records() for s in record["shards"]}
+        shards no commit record references, spool files, temporary commit records (and, for every
+        prefix, a temporary index). Returns what was deleted."""
         removed = []
+        # A temporary commit record is `.<group_id>.json.<random>.tmp`, and group IDs start with the prefix.
+        for path in sorted((self.root / COMMITS_DIR).glob(f".{prefix or ''}*.tmp")):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        if prefix is None:
+            for path in _atomic_temps(self.root, INDEX_NAME):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        referenced = {s["path"] for record in self.commit_records() for s in record["shards"]}
         for path in sorted((self.root / SHARDS_DIR).glob("*/*")):
             rel = path.relative_to(self.root).as_posix()
             if (prefix is None or path.name.startswith(f"{prefix}-")) and rel not in referenced:
@@ -134,17 +176,28 @@ class CollectionFolder:
     def lock(self, prefix: str) -> Iterator[None]:
         """Hold the session lock of `prefix`: a second session of the same part would clean up the
         first one's files. The kernel releases it when the process ends, however it ends."""
-        path = self.root / _LOCKS_DIR / f"{prefix}.lock"
+        try:
+            with self._flock(self.root / _LOCKS_DIR / f"{prefix}.lock", blocking=False):
+                yield
+        except BlockingIOError as err:
+            raise CollectError(
+                f"another session (pid {err.filename or '?'}) is collecting part {prefix!r} into "
+                f"{self.root}; wait for it to finish or stop it first"
+            ) from None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _flock(path: Path, *, blocking: bool) -> Iterator[None]:
+        """Hold an exclusive lock on `path`, which then holds our pid; `BlockingIOError` (its
+        `filename`: the holder's pid) if not `blocking` and another process holds it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+") as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError as err:
                 f.seek(0)
-                raise CollectError(
-                    f"another session (pid {f.read().strip() or '?'}) is collecting part {prefix!r} into "
-                    f"{self.root}; wait for it to finish or stop it first"
-                ) from None
+                err.filename = f.read().strip()
+                raise
             f.truncate(0)
             f.write(f"{os.getpid()}\n")
             f.flush()

@@ -15,7 +15,7 @@ from weightcast.zoo.rundir import write_json_atomic
 
 from weightcast.collect.errors import CollectError, disk_full_is_fatal
 from weightcast.collect.folder import CollectionFolder
-from weightcast.collect.schema import INDEX_NAME, SCHEMA_VERSION
+from weightcast.collect.schema import COMMITS_DIR, INDEX_NAME, SCHEMA_VERSION
 
 __all__ = ["build_index", "write_index", "index_summary", "RUN_SUMMARY_KEYS"]
 
@@ -34,39 +34,8 @@ def build_index(root: str | Path, *, allow_partial: bool = False) -> dict[str, A
     `complete: false`), if a run was committed twice, or if a shard is missing or of another size."""
     folder = CollectionFolder(root)
     manifest = folder.manifest()
-    records = folder.commit_records()
-    runs: dict[str, dict[str, Any]] = {}
-    shards: list[dict[str, Any]] = []
-    for record in records:
-        for run in record["runs"]:
-            if run["run_id"] in runs:
-                raise CollectError(
-                    f"run {run['run_id']} is committed twice (groups {runs[run['run_id']]['group_id']} and "
-                    f"{record['group_id']}): two processes ran the same part; delete one of the two "
-                    f"commit records"
-                )
-            runs[run["run_id"]] = run
-        for shard in record["shards"]:
-            _check_shard(folder.root, shard)
-            shards.append({**shard, "group_id": record["group_id"]})
-    expected = set(manifest["runs"])
-    missing, foreign = expected - set(runs), set(runs) - expected
-    if foreign:
-        raise CollectError(
-            f"{len(foreign)} committed runs are not in the manifest of {folder.root} (e.g. {min(foreign)})"
-        )
-    if missing and not allow_partial:
-        raise CollectError(
-            f"{len(missing)} of {len(expected)} runs of {folder.root} are not committed yet; finish them "
-            f"(run the collection again, or every part of it) or build a partial index (--partial)"
-        )
-    layer_types: dict[str, Counter] = {}
-    for shard in shards:
-        stats = layer_types.setdefault(shard["layer_type"], Counter())
-        stats.update(shards=1, trajectories=shard["samples"], bytes=shard["bytes"])
-    for run in runs.values():
-        for layer_type, scalars in run["layer_type_counts"].items():
-            layer_types[layer_type].update(scalars=scalars, parameter_epochs=scalars * run["snapshots"])
+    runs, shards = _committed(folder)
+    missing = _check_against_manifest(folder.root, manifest, runs, allow_partial)
     ordered = [runs[k] for k in sorted(runs)]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -75,17 +44,9 @@ def build_index(root: str | Path, *, allow_partial: bool = False) -> dict[str, A
         "record": manifest["record"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": not missing,
-        "expected_runs": len(expected),
-        "totals": {
-            "runs": len(runs),
-            "diverged": sum(r["status"] == "diverged" for r in ordered),
-            "trajectories": sum(s["samples"] for s in shards),
-            "scalars": sum(r["num_params"] for r in ordered),
-            "parameter_epochs": sum(r["num_params"] * r["snapshots"] for r in ordered),
-            "shards": len(shards),
-            "bytes": sum(s["bytes"] for s in shards),
-        },
-        "layer_types": {k: dict(sorted(v.items())) for k, v in sorted(layer_types.items())},
+        "expected_runs": len(manifest["runs"]),
+        "totals": _totals(ordered, shards),
+        "layer_types": _layer_type_stats(ordered, shards),
         "runs": [{k: r[k] for k in RUN_SUMMARY_KEYS} for r in ordered],
         "shards": sorted(shards, key=lambda s: s["path"]),
     }
@@ -117,9 +78,80 @@ def index_summary(index: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_shard(root: Path, shard: dict[str, Any]) -> None:
+def _committed(folder: CollectionFolder) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(run ID -> run record, shard entries with their group ID) of every commit record; each run
+    once, each shard present with the size its record says."""
+    runs: dict[str, dict[str, Any]] = {}
+    shards: list[dict[str, Any]] = []
+    for record in folder.commit_records():
+        for run in record["runs"]:
+            if run["run_id"] in runs:
+                raise CollectError(
+                    f"run {run['run_id']} is committed twice (groups {runs[run['run_id']]['group_id']} and "
+                    f"{record['group_id']}): two processes ran the same part; delete one of the two "
+                    f"commit records"
+                )
+            runs[run["run_id"]] = run
+        for shard in record["shards"]:
+            _check_shard(folder.root, shard, record["group_id"])
+            shards.append({**shard, "group_id": record["group_id"]})
+    return runs, shards
+
+
+def _check_against_manifest(
+    root: Path, manifest: dict[str, Any], runs: dict[str, Any], allow_partial: bool
+) -> set[str]:
+    """The manifest's runs that are not committed; `CollectError` for a committed run the manifest
+    does not know, or for missing runs unless `allow_partial`."""
+    expected = set(manifest["runs"])
+    missing, foreign = expected - set(runs), set(runs) - expected
+    if foreign:
+        raise CollectError(
+            f"{len(foreign)} committed runs are not in the manifest of {root} (e.g. {min(foreign)})"
+        )
+    if missing and not allow_partial:
+        raise CollectError(
+            f"{len(missing)} of {len(expected)} runs of {root} are not committed yet; finish them "
+            f"(run the collection again, or every part of it) or build a partial index (--partial)"
+        )
+    return missing
+
+
+def _totals(runs: list[dict[str, Any]], shards: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "runs": len(runs),
+        "diverged": sum(r["status"] == "diverged" for r in runs),
+        "trajectories": sum(s["samples"] for s in shards),
+        "scalars": sum(r["num_params"] for r in runs),
+        "parameter_epochs": sum(r["num_params"] * r["snapshots"] for r in runs),
+        "shards": len(shards),
+        "bytes": sum(s["bytes"] for s in shards),
+    }
+
+
+def _layer_type_stats(runs: list[dict[str, Any]], shards: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per layer type: shards, trajectories, bytes, scalars and parameter-epochs, sorted by name."""
+    stats: dict[str, Counter] = {}
+    for shard in shards:
+        stats.setdefault(shard["layer_type"], Counter()).update(
+            shards=1, trajectories=shard["samples"], bytes=shard["bytes"]
+        )
+    for run in runs:
+        for layer_type, scalars in run["layer_type_counts"].items():
+            stats.setdefault(layer_type, Counter()).update(
+                scalars=scalars, parameter_epochs=scalars * run["snapshots"]
+            )
+    return {k: dict(sorted(v.items())) for k, v in sorted(stats.items())}
+
+
+def _check_shard(root: Path, shard: dict[str, Any], group_id: str) -> None:
     path = root / shard["path"]
     size = path.stat().st_size if path.is_file() else None
     if size != shard["bytes"]:
         found = "is missing" if size is None else f"has {size} bytes"
-        raise CollectError(f"shard {path} {found}, but its commit record says {shard['bytes']} bytes")
+        record = root / COMMITS_DIR / f"{group_id}.json"
+        raise CollectError(
+            f"shard {path} {found}, but its commit record {record} says {shard['bytes']} bytes. Restore "
+            f"the file from a copy, or delete {record} and run the same collect command again: the "
+            f"runs of group {group_id} are trained again (their other shards are deleted as unreferenced)"
+        )

@@ -19,16 +19,24 @@ One sample = the whole history of one parameter tensor of one run, key `<run_id>
 (webdataset keys end at the first dot, so parameter names, which have dots, live in the meta):
 
     <key>.meta.json            {schema_version, run_id, param_name, param_index, layer_type,
-                                shape, dtype, epochs, steps}
+                                shape, dtype, epochs, steps, history_sha256}
     <key>.history.safetensors  one tensor "history" of shape (T, *shape) in the collection dtype,
                                T = number of snapshots (epoch 0 = the initial weights)
 
-No member is ever pickled; tensors are safetensors bytes, metadata is JSON.
+No member is ever pickled; tensors are safetensors bytes, metadata is JSON. Every reader checks a
+shard's size and sample count against the index and each history's bytes against `history_sha256`.
+
+Versions: 1 had no checksums (refused: collect again); 2 adds `history_sha256` to each sample's meta.
+Names that an index or commit record gives (group IDs, layer types, shard paths) must be plain names
+(`check_index`, `check_commit_record`): a collection is data, and its paths may be appended to a
+`pipe:` location.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +44,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from weightcast.errors import WeightcastError
+from weightcast.collect.errors import CollectError, CorruptShardError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -59,9 +67,14 @@ __all__ = [
     "encode_sample",
     "decode_sample",
     "check_version",
+    "check_index",
+    "check_commit_record",
+    "checksum",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What changed in each older version, for the message that refuses it.
+_OLD_VERSIONS = {1: "version 1 shards carry no checksums, so damaged tensors cannot be detected"}
 
 # Collection dtype name -> torch dtype of the stored histories.
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -83,8 +96,9 @@ HISTORY_TENSOR = "history"
 _KEY_SEPARATOR = "-p"
 
 
-class SchemaError(WeightcastError, ValueError):
-    """A file or sample does not follow this version of the shard contract."""
+class SchemaError(CollectError, ValueError):
+    """A file or sample does not follow this version of the shard contract (another version, a
+    missing field, a name that is not a plain name)."""
 
 
 @dataclass
@@ -132,28 +146,52 @@ def encode_sample(history: ParamHistory) -> dict[str, Any]:
         "epochs": history.epochs,
         "steps": history.steps,
     }
-    values = history.values.contiguous()
+    payload = save_safetensors({HISTORY_TENSOR: history.values.contiguous()})
+    meta["history_sha256"] = checksum(payload)
     return {
         "__key__": sample_key(history.run_id, history.param_index),
         META_MEMBER: json.dumps(meta).encode(),
-        HISTORY_MEMBER: save_safetensors({HISTORY_TENSOR: values}),
+        HISTORY_MEMBER: payload,
     }
+
+
+def checksum(payload: bytes) -> str:
+    """The sha256 (hex) of a sample's history bytes, as its meta records it."""
+    return hashlib.sha256(payload).hexdigest()
 
 
 def decode_sample(sample: dict[str, Any]) -> ParamHistory:
     """A webdataset sample (as `wds.WebDataset` or `wds.tarfile_samples` yields it) -> ParamHistory.
 
-    Raises `SchemaError` for a sample of another schema version or with missing/inconsistent members."""
+    Raises `CorruptShardError` (naming the shard, `sample["__url__"]`) for damaged bytes: a history
+    whose sha256 differs from its meta's, unreadable meta or tensor, missing or inconsistent members;
+    `SchemaError` for a sample of another schema version."""
+    shard, key = str(sample.get("__url__", "<unknown shard>")), sample.get("__key__")
     missing = [m for m in (META_MEMBER, HISTORY_MEMBER) if m not in sample]
     if missing:
-        raise SchemaError(f"sample {sample.get('__key__')!r} lacks member(s) {missing}")
-    meta = json.loads(sample[META_MEMBER])
-    check_version(meta, f"sample {sample.get('__key__')!r}")
-    values = load_safetensors(bytes(sample[HISTORY_MEMBER]))[HISTORY_TENSOR]  # (T, *shape)
-    if list(values.shape[1:]) != meta["shape"] or len(values) != len(meta["epochs"]):
-        raise SchemaError(
-            f"sample {sample.get('__key__')!r}: history of shape {tuple(values.shape)} does not match "
-            f"its meta (shape {meta['shape']}, {len(meta['epochs'])} snapshots)"
+        raise CorruptShardError(shard, f"sample {key!r} lacks member(s) {missing}")
+    try:
+        meta = json.loads(sample[META_MEMBER])
+    except ValueError as err:  # also UnicodeDecodeError
+        raise CorruptShardError(shard, f"sample {key!r} has unreadable metadata ({err})") from None
+    if not isinstance(meta, dict):
+        raise CorruptShardError(shard, f"sample {key!r} has metadata that is not a JSON object")
+    check_version(meta, f"sample {key!r} of {shard}")
+    payload = bytes(sample[HISTORY_MEMBER])
+    if checksum(payload) != meta.get("history_sha256"):
+        raise CorruptShardError(
+            shard, f"sample {key!r}: the history's sha256 differs from its metadata's (damaged bytes)"
+        )
+    try:
+        values = load_safetensors(payload)[HISTORY_TENSOR]  # (T, *shape)
+        consistent = list(values.shape[1:]) == meta["shape"] and len(values) == len(meta["epochs"])
+    except Exception as err:  # safetensors' errors, a missing key: the bytes do not say what meta says
+        raise CorruptShardError(shard, f"sample {key!r}: {type(err).__name__}: {err}") from None
+    if not consistent:
+        raise CorruptShardError(
+            shard,
+            f"sample {key!r}: history of shape {tuple(values.shape)} does not match its meta "
+            f"(shape {meta['shape']}, {len(meta['epochs'])} snapshots)",
         )
     return ParamHistory(
         run_id=meta["run_id"],
@@ -170,10 +208,84 @@ def check_version(obj: dict[str, Any], where: str) -> None:
     """Raise `SchemaError` unless `obj["schema_version"]` is the version this code reads."""
     version = obj.get("schema_version")
     if version != SCHEMA_VERSION:
+        why = f" ({_OLD_VERSIONS[version]})" if version in _OLD_VERSIONS else ""
         raise SchemaError(
             f"{where} has schema version {version!r}, but this weightcast reads and writes version "
-            f"{SCHEMA_VERSION}; use the weightcast version that wrote it, or collect again"
+            f"{SCHEMA_VERSION}{why}; collect again with this version (the same collect command into a "
+            f"new out_dir), or read it with the weightcast version that wrote it"
         )
+
+
+# Group IDs, layer types: plain names. Shard paths must be exactly shard_name(layer type, group ID).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_index(index: Any, where: str) -> dict[str, Any]:
+    """`index` (a parsed collection.json) if it has this version's shape and plain names, else
+    `SchemaError` naming `where` and how to rebuild it."""
+    fix = "rebuild it from the commit records with `weightcast collect merge-index <collection folder>`"
+    if not isinstance(index, dict):
+        raise SchemaError(f"{where} is not a JSON object; {fix}")
+    check_version(index, where)
+    _check_fields(index, {"name": str, "complete": bool, "expected_runs": int, "totals": dict,
+                          "layer_types": dict, "runs": list, "shards": list}, where, fix)  # fmt: skip
+    for run in index["runs"]:
+        _check_fields(run, {"run_id": str, "group_id": str, "status": str}, f"{where}: a run", fix)
+        _check_name(run["group_id"], "group_id", where, fix)
+    for shard in index["shards"]:
+        _check_shard_entry(shard, f"{where}: a shard", fix)
+        if not isinstance(shard.get("group_id"), str):
+            raise SchemaError(f"{where}: a shard entry has no group_id; {fix}")
+        _check_shard_path(shard, shard["group_id"], where, fix)
+    return index
+
+
+def check_commit_record(record: Any, where: str) -> dict[str, Any]:
+    """`record` (a parsed commits/<group>.json) if it has this version's shape, else `SchemaError`."""
+    fix = (
+        "delete it and run the same collect command again: the runs it listed are trained again "
+        "(their shards are deleted as unreferenced)"
+    )
+    if not isinstance(record, dict):
+        raise SchemaError(f"{where} is not a JSON object; {fix}")
+    check_version(record, where)
+    _check_fields(record, {"group_id": str, "runs": list, "shards": list}, where, fix)
+    _check_name(record["group_id"], "group_id", where, fix)
+    for run in record["runs"]:
+        _check_fields(run, {"run_id": str}, f"{where}: a run", fix)
+    for shard in record["shards"]:
+        _check_shard_entry(shard, f"{where}: a shard", fix)
+        _check_shard_path(shard, record["group_id"], where, fix)
+    return record
+
+
+def _check_fields(obj: Any, types: dict[str, type], where: str, fix: str) -> None:
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{where} is not a JSON object; {fix}")
+    for key, kind in types.items():
+        if not isinstance(obj.get(key), kind) or (kind is int and isinstance(obj.get(key), bool)):
+            found = "nothing" if key not in obj else f"a {type(obj[key]).__name__}"
+            raise SchemaError(f"{where}: field {key!r} must be a {kind.__name__}, found {found}; {fix}")
+
+
+def _check_name(value: str, field_name: str, where: str, fix: str) -> None:
+    if not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise SchemaError(
+            f"{where}: {field_name} {value!r} is not a plain name (letters, digits, '_', '.', '-'); "
+            f"a collection's names never reach a shell or leave the folder; {fix}"
+        )
+
+
+def _check_shard_entry(shard: Any, where: str, fix: str) -> None:
+    _check_fields(shard, {"path": str, "layer_type": str, "samples": int, "bytes": int}, where, fix)
+    _check_name(shard["layer_type"], "layer_type", where, fix)
+
+
+def _check_shard_path(shard: dict[str, Any], group_id: str, where: str, fix: str) -> None:
+    _check_name(group_id, "group_id", where, fix)
+    expected = shard_name(shard["layer_type"], group_id)
+    if shard["path"] != expected:
+        raise SchemaError(f"{where}: shard path {shard['path']!r} should be {expected!r}; {fix}")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -44,10 +44,6 @@ class GroupWriter:
     def group_id(self) -> str:
         return f"{self.session}-{self.group_index:04d}"
 
-    @property
-    def pending_runs(self) -> int:
-        return len(self._runs)
-
     def write(self, layer_type: str, sample: dict[str, Any]) -> None:
         """Append one sample to this group's shard of `layer_type`."""
         if not self._tars and not self._runs:

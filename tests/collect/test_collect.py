@@ -23,6 +23,7 @@ from weightcast.collect.config import load_collect_config, parse_size, resolve_p
 from weightcast.collect.engines import select_part
 from weightcast.collect.schema import SHARDS_DIR, SchemaError
 from weightcast.cli import run_command
+from weightcast.errors import USER_ERROR_EXIT_CODE
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.registry import UnknownNameError
 from weightcast.zoo.train import Hook, train
@@ -205,8 +206,8 @@ def test_folder_of_another_collection_is_refused(debug_collection, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 2}))
-    with pytest.raises(CollectError, match="of schema version 2; this weightcast writes version 1"):
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 1}))
+    with pytest.raises(CollectError, match="of schema version 1; this weightcast writes version 2"):
         _collect(_config(DEBUG, f"out_dir={copy}"))
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(CollectError, match="is not empty and holds no collection manifest"):
@@ -222,7 +223,7 @@ def test_partitions_together_equal_the_whole(debug_collection, tmp_path):
     assert first.index is None and not (parts_dir / "collection.json").exists() and len(first.finished) == 2
     with pytest.raises(CollectError, match="2 of 4 runs .* are not committed yet"):
         collect.write_index(parts_dir)
-    assert run_command(COMMAND, ["merge-index", str(parts_dir)]) == 1  # refuses a partial index...
+    assert run_command(COMMAND, ["merge-index", str(parts_dir)]) == USER_ERROR_EXIT_CODE  # refuses a partial index...
     assert run_command(COMMAND, ["merge-index", str(parts_dir), "--partial"]) == 0  # ...unless asked
     with pytest.raises(CollectError, match=r"the index of .* is partial \(2 of 4 runs\)"):
         Collection(parts_dir)
@@ -276,7 +277,7 @@ def test_corrupt_shards_raise_or_are_skipped(debug_collection, tmp_path):
     # A reader refuses an index of another schema version.
     index = json.loads((copy / "collection.json").read_text())
     (copy / "collection.json").write_text(json.dumps({**index, "schema_version": 99}))
-    with pytest.raises(SchemaError, match="version 99, but this weightcast reads and writes version 1"):
+    with pytest.raises(SchemaError, match="version 99, but this weightcast reads and writes version 2"):
         Collection(copy)
 
 
