@@ -2,8 +2,9 @@
 into batches of (window, target) pairs for one layer type, and the fixed validation windows.
 
     shards of one layer type (split by node and DataLoader worker; by sample if there are too few)
-      -> tar samples -> keep the wanted runs (by sample key, before decoding)
-      -> decode_sample (collect's shard contract) -> cut windows at random epochs and scalars
+      -> tar samples of the wanted runs (`Collection.read_samples`: each shard's size and sample
+         count checked against the index) -> decode_sample (sha256 checked)
+      -> cut windows at random epochs and scalars
       -> shuffle in a bounded buffer, batch -> repeat (with_epoch): every rank gets as many batches
 
 A window of a history (T, *shape), scalars flattened to (T, S): at scalar s and last-input time t,
@@ -11,13 +12,13 @@ the input is values[t - L + 1 .. t, s] (L = input_length) and the targets are va
 each h of the predictor's horizons. Memory stays bounded whatever the collection's size: one decoded
 history, the shuffle buffer, and at most `max_windows` validation windows.
 
-The collection is a local folder (read through `collect.Collection`) or a URL webdataset opens
-(`http://host/collection`, `pipe:...`): its index and commit records are read from there too.
+The collection is a local folder or a URL webdataset opens (`http://host/collection`, `pipe:...`),
+read through collect's `Collection` only: a damaged shard raises `CorruptShardError`, never a
+smaller training set.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ import webdataset as wds
 from torch import Tensor
 
 from weightcast.collect import Collection, ParamHistory, decode_sample
-from weightcast.collect.schema import COMMITS_DIR, INDEX_NAME, check_version, split_key
+from weightcast.collect.reader import is_url
 from weightcast.zoo.config import ConfigError
 
 from weightcast.train_predictor.predictors import Predictor
@@ -89,30 +90,32 @@ class Windows:
 
 @dataclass(frozen=True)
 class CollectionSource:
-    """A finished collection to read: where it is, its index and its full run records."""
+    """A finished collection to read (collect's `Collection`) and its full run records."""
 
-    location: str
-    index: dict[str, Any]
+    collection: Collection
     runs: list[dict[str, Any]]  # full run records (config, labels, status, params), sorted by run ID
 
     @property
+    def location(self) -> str:
+        return self.collection.location
+
+    @property
+    def index(self) -> dict[str, Any]:
+        return self.collection.index
+
+    @property
     def name(self) -> str:
-        return self.index["name"]
+        return self.collection.name
 
     def shard_urls(self, layer_type: str, run_ids: set[str]) -> list[str]:
         """URLs of the shards holding `layer_type` histories of any of `run_ids` (a shard holds a
         group of runs; one whose wanted runs have no such parameter is left out)."""
-        group_of = {r["run_id"]: r["group_id"] for r in self.index["runs"]}
-        groups = {
-            group_of[r["run_id"]]
+        having = {
+            r["run_id"]
             for r in self.runs
             if r["run_id"] in run_ids and any(p["layer_type"] == layer_type for p in r["params"])
         }
-        return [
-            _join(self.location, s["path"])
-            for s in self.index["shards"]
-            if s["layer_type"] == layer_type and s["group_id"] in groups
-        ]
+        return self.collection.shard_urls(layer_type, run_ids=having)
 
     def trajectories(self, run_ids: set[str], layer_types: Iterable[str]) -> int:
         """Number of parameter histories of `layer_types` in the runs `run_ids`."""
@@ -122,29 +125,14 @@ class CollectionSource:
 
 
 def open_collection(location: str) -> CollectionSource:
-    """Open a finished collection: a local folder, or a URL webdataset's `gopen` reads
-    (`collection.json` and `commits/*.json` are read from under it)."""
-    if not _is_url(location):
-        if not Path(location).is_dir():
-            raise ConfigError(
-                f"collection {location!r} does not exist; make it with `weightcast collect --config "
-                f"configs/collect/<name>.yaml`, or set collection= to a collection folder or URL"
-            )
-        collection = Collection(location)
-        runs = sorted(collection.runs(), key=lambda r: r["run_id"])
-        return CollectionSource(str(location), collection.index, runs)
-    index = _read_json(_join(location, INDEX_NAME))
-    check_version(index, f"collection index {_join(location, INDEX_NAME)}")
-    if not index["complete"]:
+    """Open a finished collection: a local folder, or a URL webdataset's `gopen` reads."""
+    if not is_url(location) and not Path(location).is_dir():
         raise ConfigError(
-            f"the collection at {location} is partial ({index['totals']['runs']} of {index['expected_runs']} "
-            f"runs); finish it before training predictors on it"
+            f"collection {location!r} does not exist; make it with `weightcast collect --config "
+            f"configs/collect/<name>.yaml`, or set collection= to a collection folder or URL"
         )
-    records: dict[str, dict[str, Any]] = {}
-    for group in sorted({r["group_id"] for r in index["runs"]}):
-        record = _read_json(_join(location, f"{COMMITS_DIR}/{group}.json"))
-        records.update((run["run_id"], run) for run in record["runs"])
-    return CollectionSource(location, index, [records[r["run_id"]] for r in index["runs"]])
+    collection = Collection(location)
+    return CollectionSource(collection, sorted(collection.runs(), key=lambda r: r["run_id"]))
 
 
 def select_runs(
@@ -251,8 +239,7 @@ def train_batches(
     stages = [
         wds.SimpleShardList(urls, seed=seeds[0]),
         *(splitters + reorder if shard_split else []),
-        wds.tarfile_to_samples(),
-        wds.select(partial(_is_wanted, run_ids)),
+        partial(source.collection.read_samples, run_ids=run_ids),
         *([] if shard_split else splitters),
         wds.map(decode_sample),
         _CutWindows(spec, windows_per_history, seeds[1]),
@@ -283,8 +270,7 @@ def validation_windows(
     generator = torch.Generator().manual_seed(seed)
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(urls),
-        wds.tarfile_to_samples(),
-        wds.select(partial(_is_wanted, run_ids)),
+        partial(source.collection.read_samples, run_ids=run_ids),
         wds.map(decode_sample),
     )
     kept: list[Windows] = []
@@ -359,10 +345,6 @@ class _ShuffleBatches:
             yield pool.inputs[start:stop], pool.targets[start:stop]
 
 
-def _is_wanted(run_ids: set[str], sample: dict[str, Any]) -> bool:
-    return split_key(sample["__key__"])[0] in run_ids
-
-
 def _seeds(seed: int | Sequence[int]) -> list[int]:
     """Three independent 31-bit seeds (shard order, window cuts, shuffling) from one or more ints."""
     entropy = [seed] if isinstance(seed, int) else list(seed)
@@ -386,22 +368,3 @@ def _smallest_keys(
         windows = Windows(windows.inputs[chosen], windows.targets[chosen])
         all_keys = all_keys[chosen]
     return [windows], [all_keys]
-
-
-def _is_url(location: str) -> bool:
-    return "://" in location or location.startswith("pipe:")
-
-
-def _join(location: str, path: str) -> str:
-    return f"{location.rstrip('/')}/{path}" if _is_url(location) else str(Path(location) / path)
-
-
-def _read_json(url: str) -> Any:
-    try:
-        with wds.gopen(url, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError) as err:
-        raise ConfigError(
-            f"cannot read {url} ({type(err).__name__}: {err}); is the collection URL right?"
-        ) from None
-
