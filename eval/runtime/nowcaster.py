@@ -66,12 +66,13 @@ calls, jumps attempted / accepted / rolled back (guard, non-finite) and the seco
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -87,6 +88,7 @@ from weightcast.train_predictor.bundle import (
     load_bundle,
     shipped_bundle_folder,
 )
+from weightcast.eval.runtime.guard import GUARD_RULES, allowed_rise, line_search, trajectory_noise
 from weightcast.train_predictor.predictors import DEFAULT_CHUNK_SIZE, Predictor
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES, assign_layer_types
@@ -95,6 +97,8 @@ __all__ = [
     "MODES",
     "OPTIMIZER_POLICIES",
     "OUTCOMES",
+    "HORIZON_SCHEDULES",
+    "GUARD_RULES",
     "FIRST_MOMENT_KEYS",
     "BUFFER_DTYPES",
     "NowcastConfig",
@@ -111,11 +115,17 @@ __all__ = [
     "open_bundle",
     "unwrap",
     "apply_optimizer_policy",
+    "horizon_schedule",
+    "STATE_VERSION",
 ]
 
 MODES = ("nowcast", "farcast")
 OPTIMIZER_POLICIES = ("keep", "reset", "rescale")
-OUTCOMES = ("accepted", "rolled_back_guard", "rolled_back_nonfinite")
+HORIZON_SCHEDULES = ("constant", "nino")
+STATE_VERSION = 1  # of `Nowcaster.state_dict()`
+# What an attempted jump came to; each is a `NowcastStats` counter. rolled_back_error: an exception
+# (OOM, KeyboardInterrupt) inside the attempt, after which the weights are restored and it propagates.
+OUTCOMES = ("accepted", "rolled_back_guard", "rolled_back_nonfinite", "rolled_back_error")
 # Optimizer-state keys of first-moment (momentum) buffers, the ones "rescale" scales.
 FIRST_MOMENT_KEYS = ("momentum_buffer", "exp_avg")
 BUFFER_DTYPES = {
@@ -141,13 +151,28 @@ class NowcastConfig:
     """How a `Nowcaster` applies its bundle (see the module docstring). None = from the bundle."""
 
     mode: str = "nowcast"  # nowcast: jump every `period` calls; farcast: once, after `farcast_after`
-    period: Optional[int] = None  # nowcast: calls between jumps, >= the bundle's input_length (its default)
-    horizon: Optional[int] = None  # calls ahead a jump goes; default the bundle's horizon (its farthest)
-    farcast_after: Optional[int] = None  # farcast: calls before the jump; default input_length - 1
+    # nowcast: calls between jumps, a multiple of snapshot_every holding >= the bundle's input_length
+    # snapshots; default input_length * snapshot_every
+    period: Optional[int] = None
+    # snapshot intervals ahead a jump goes (= calls when snapshot_every is 1); default the bundle's
+    # horizon (its farthest); the largest k of the "nino" schedule
+    horizon: Optional[int] = None
+    farcast_after: Optional[int] = None  # farcast: calls before the jump; default (input_length - 1) * snapshot_every
+    snapshot_every: int = 1  # calls between snapshots (NiNo, called every step: period // input_length)
+    horizon_schedule: str = "constant"  # constant | nino: k = round(linspace(horizon**0.5, 1, max_calls // period)**2)
+    max_calls: Optional[int] = None  # nino schedule: calls in the whole run (e.g. its optimizer steps)
     optimizer_policy: str = "keep"  # keep | reset | rescale
     momentum_scale: float = 0.5  # rescale: factor on the first-moment buffers
-    guard: bool = True  # keep a jump only if the probe loss rises by at most `tolerance`
-    tolerance: float = 0.01  # relative: after <= before + tolerance * |before|
+    guard: bool = True  # judge every jump by the probe loss (eval.runtime.guard); False: keep them all
+    guard_rule: str = "line-search"  # line-search | veto (eval.runtime.guard)
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # line-search: fractions of the step
+    expand: bool = False  # line-search: also try 2x the largest scale when it did not raise the loss
+    tolerance: float = 0.01  # allowed relative rise of the probe loss: after <= before + tolerance * |before|
+    noise_tolerance: float = 0.0  # also allow a rise of this many x the probe loss's noise (probes every snapshot)
+    # > 0: skip a due jump unless the training time it stands to save (horizon snapshot intervals, timed
+    # between calls) is >= min_payoff x the measured cost of a jump (e.g. 10); 0 (default): never skip,
+    # so that which jumps a run makes does not depend on timing (reproducible, resumable exactly)
+    min_payoff: float = 0.0
     buffer_dtype: str = "float32"  # float32 | float64 | float16 | bfloat16
     buffer_device: str = "cpu"
     chunk_size: int = DEFAULT_CHUNK_SIZE  # scalars per predict call
@@ -158,10 +183,23 @@ class NowcastConfig:
         for name, valid in choices:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {getattr(self, name)!r}")
-        for name in ("period", "horizon", "farcast_after"):
+        if self.guard_rule not in GUARD_RULES:
+            raise ConfigError(f"guard_rule must be one of {', '.join(GUARD_RULES)}; got {self.guard_rule!r}")
+        if self.horizon_schedule not in HORIZON_SCHEDULES:
+            raise ConfigError(
+                f"horizon_schedule must be one of {', '.join(HORIZON_SCHEDULES)}; got {self.horizon_schedule!r}"
+            )
+        for name in ("period", "horizon", "farcast_after", "max_calls"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 (or None for the bundle's default), got {value}")
+        if self.snapshot_every < 1:
+            raise ConfigError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
+        if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
+            raise ConfigError(f"scales must be a non-empty list of numbers > 0, got {list(self.scales)}")
+        for name in ("noise_tolerance", "min_payoff"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be a number >= 0, got {getattr(self, name)}")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
@@ -186,18 +224,26 @@ class NowcastConfig:
 
     def for_bundle(self, bundle: PredictorBundle) -> NowcastConfig:
         """This config with the bundle's defaults filled in, checked against its window."""
-        window = bundle.input_length
-        period = window if self.period is None else self.period
-        if self.mode == "nowcast" and period < window:
+        window, every = bundle.input_length, self.snapshot_every
+        spacing = "" if every == 1 else f" (one snapshot every {every} calls)"
+        period = window * every if self.period is None else self.period
+        farcast_after = (window - 1) * every if self.farcast_after is None else self.farcast_after
+        due_name, due = ("period", period) if self.mode == "nowcast" else ("farcast_after", farcast_after)
+        if due % every:
             raise ConfigError(
-                f"period={period} is shorter than the bundle's window of {window} snapshots: a jump needs "
-                f"{window} snapshots taken since the previous jump; use period >= {window}"
+                f"{due_name}={due} is not a multiple of snapshot_every={every}: a jump must fall on a "
+                f"snapshot; use {due_name}={max(1, round(due / every)) * every}"
             )
-        farcast_after = window - 1 if self.farcast_after is None else self.farcast_after
-        if self.mode == "farcast" and farcast_after + 1 < window:
+        if self.mode == "nowcast" and period // every < window:
             raise ConfigError(
-                f"farcast_after={farcast_after} calls give {farcast_after + 1} snapshots (the start and one "
-                f"per call), fewer than the bundle's window of {window}; use farcast_after >= {window - 1}"
+                f"period={period} is shorter than the bundle's window of {window} snapshots{spacing}: a jump "
+                f"needs {window} snapshots taken since the previous jump; use period >= {window * every}"
+            )
+        if self.mode == "farcast" and farcast_after // every + 1 < window:
+            raise ConfigError(
+                f"farcast_after={farcast_after} calls give {farcast_after // every + 1} snapshots (the start and "
+                f"one per {'call' if every == 1 else f'{every} calls'}), fewer than the bundle's window of "
+                f"{window}; use farcast_after >= {(window - 1) * every}"
             )
         horizon = bundle.horizon if self.horizon is None else self.horizon
         return dataclasses.replace(self, period=period, horizon=horizon, farcast_after=farcast_after)
@@ -210,8 +256,11 @@ class Jump:
     call: int
     outcome: str
     probe_before: Optional[float] = None  # None when the guard is off or predictions were non-finite
-    probe_after: Optional[float] = None
+    probe_after: Optional[float] = None  # at the kept scale; rolled back: the lowest loss probed
     seconds: float = 0.0  # prediction, probes and writing included
+    horizon: Optional[int] = None  # snapshot intervals ahead it was predicted
+    scale: float = 1.0  # the fraction of the predicted step kept (0.0: rolled back)
+    probes: int = 0  # probe-loss evaluations it took
 
 
 @dataclass
@@ -221,7 +270,10 @@ class NowcastStats:
     accepted: int = 0
     rolled_back_guard: int = 0
     rolled_back_nonfinite: int = 0
+    rolled_back_error: int = 0
+    skipped: int = 0  # due jumps not attempted: their cost would not pay (NowcastConfig.min_payoff)
     seconds: float = 0.0  # total time spent in the nowcaster's calls (and its construction)
+    probe_seconds: float = 0.0  # the part of `seconds` spent in the probe
     jumps: list[Jump] = field(default_factory=list)
 
 
@@ -309,103 +361,255 @@ class Nowcaster:
         self.model, self.module, self.optimizer = model, unwrap(model), optimizer
         self.bundle = open_bundle(bundle)
         self.config = (config or NowcastConfig()).for_bundle(self.bundle)
-        self.probe = self._check_probe(probe)
         if optimizer is None and self.config.optimizer_policy != "keep":
             raise ConfigError(
                 f"optimizer_policy={self.config.optimizer_policy!r} needs the optimizer; got None"
             )
+        self._horizons = horizon_schedule(self.config)  # jump j goes _horizons[min(j, len - 1)] ahead
         self.predicted, self.untouched = self._select_parameters()
         self._groups = self._build_groups()
         self._params = [p for group in self._groups for p in group.params]
         self._device = self._params[0].device  # where the all_reduce of rank decisions runs
         self._next = 0  # ring slot the next snapshot goes to
         self._count = 0  # snapshots held, at most input_length
-        self._since_attempt = 0  # calls since construction or the last attempted jump
-        self._finished = False  # farcast mode: the one jump was attempted
+        self._since_snapshot = 0  # calls since the last snapshot
+        self._since_attempt = 0  # calls since construction or the last due jump
+        self._due = 0  # due jumps so far, attempted or skipped: the position in the horizon schedule
+        self._finished = False  # farcast mode: the one jump was due
+        self._losses: list[float] = []  # probe loss at each held snapshot (noise_tolerance > 0 only)
+        self._call_seconds: float | None = None  # moving mean of the time between two calls
+        self._jump_seconds: float | None = None  # the cheapest attempted jump's seconds
+        self._left_at: float | None = None  # perf_counter when the last call returned
+        self._warned_nan = False
+        self._probes = 0  # probe evaluations so far
         self.stats = NowcastStats()
+        self.probe = self._check_probe(probe)  # evaluates it once: a bad probe fails here
         self._snapshot()  # the weights at construction: w_0 of a farcast window
         self.stats.seconds += time.perf_counter() - start
 
     def __call__(self) -> Jump | None:
-        """Take a snapshot of the current weights and, when one is due, attempt a jump; returns
-        the attempted jump, or None."""
+        """Count a call; take a snapshot when one is due (every `snapshot_every` calls) and
+        attempt a jump when one is due; returns the attempted jump, or None."""
         start = time.perf_counter()
+        if self._left_at is not None:  # the training time since the last call, for min_payoff
+            gap = start - self._left_at
+            self._call_seconds = gap if self._call_seconds is None else 0.8 * self._call_seconds + 0.2 * gap
         self.stats.calls += 1
         jump = None
-        if not self._finished:
-            self._snapshot()
-            self._since_attempt += 1
-            due = self.config.period if self.config.mode == "nowcast" else self.config.farcast_after
-            if self._since_attempt == due:
-                jump = self._attempt()
-        self.stats.seconds += time.perf_counter() - start
+        try:
+            if not self._finished:
+                self._since_snapshot += 1
+                self._since_attempt += 1
+                if self._since_snapshot == self.config.snapshot_every:
+                    self._since_snapshot = 0
+                    self._snapshot()
+                due = self.config.period if self.config.mode == "nowcast" else self.config.farcast_after
+                if self._since_attempt == due:
+                    jump = self._due_jump()
+        finally:
+            self._left_at = time.perf_counter()
+            self.stats.seconds += self._left_at - start
         return jump
 
-    def _attempt(self) -> Jump:
-        """Predict, check, write, probe; keep or roll back (module docstring)."""
-        start, config = time.perf_counter(), self.config
-        before = after = None  # probe losses, with the guard on
-        self._since_attempt = 0
-        self._finished = config.mode == "farcast"
-        steps = [self._predicted_step(group) for group in self._groups]
-        nonfinite = [g.layer_type for g, step in zip(self._groups, steps) if not torch.isfinite(step).all()]
-        if _mean_over_ranks(float(bool(nonfinite)), self._device) > 0:
-            where = f"layer type(s) {', '.join(nonfinite)}" if nonfinite else "another rank"
-            warnings.warn(
-                f"nowcast jump at call {self.stats.calls} rolled back: the {self.bundle.kind!r} bundle "
-                f"predicted NaN/Inf for {where}; the weights are unchanged",
-                NowcastWarning,
-                stacklevel=3,
+    def state_dict(self) -> dict[str, Any]:
+        """The nowcaster's state for a checkpoint (beside the model's and the optimizer's): the
+        ring buffer, counters, schedule position and stats; not the probe, the model or the bundle.
+        Plain tensors and Python values: `torch.save` / `torch.load(weights_only=True)` keep it."""
+        return {
+            "version": STATE_VERSION,
+            "bundle_kind": self.bundle.kind,
+            "cadence": self._cadence(),
+            "parameters": {g.layer_type: list(g.names) for g in self._groups},
+            "history": {g.layer_type: g.history.clone() for g in self._groups},
+            "next": self._next,
+            "count": self._count,
+            "since_snapshot": self._since_snapshot,
+            "since_attempt": self._since_attempt,
+            "due": self._due,
+            "finished": self._finished,
+            "losses": list(self._losses),
+            "call_seconds": self._call_seconds,
+            "jump_seconds": self._jump_seconds,
+            "warned_nan": self._warned_nan,
+            "probes": self._probes,
+            "stats": dataclasses.asdict(self.stats),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict()` of a nowcaster on the same model (same predicted parameters),
+        bundle window and cadence; the run then makes the jumps the uninterrupted one would."""
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(
+                f"nowcaster state version {state.get('version')!r} is not {STATE_VERSION}, the one this "
+                "weightcast reads; resume with the weightcast that wrote the checkpoint"
             )
-            return self._record("rolled_back_nonfinite", start)
-        if config.guard:
-            backup = [p.detach().clone() for p in self._params]
-            before = self._probe_loss()
+        mine = {g.layer_type: list(g.names) for g in self._groups}
+        if state["parameters"] != mine or state["cadence"] != self._cadence():
+            changed = [k for k in ("parameters", "cadence") if state[k] != (mine if k == "parameters" else self._cadence())]
+            raise ConfigError(
+                f"the checkpointed nowcaster differs from this one in its {' and '.join(changed)}: saved "
+                f"{[state[k] for k in changed]}, here {[mine if k == 'parameters' else self._cadence() for k in changed]}; "
+                "resume with the model, bundle and NowcastConfig cadence of the checkpointed run"
+            )
         with torch.no_grad():
-            for group, step in zip(self._groups, steps):
-                for param, piece in zip(group.params, step.split(group.sizes)):
-                    param.add_(piece.view(param.shape).to(param))
-        if config.guard:
-            after = self._probe_loss()
-            if not (math.isfinite(after) and after <= before + config.tolerance * abs(before)):
-                with torch.no_grad():
-                    for param, saved in zip(self._params, backup):
-                        param.copy_(saved)
-                return self._record("rolled_back_guard", start, before, after)
-        apply_optimizer_policy(self.optimizer, self._params, config.optimizer_policy, config.momentum_scale)
+            for group in self._groups:
+                group.history.copy_(state["history"][group.layer_type])
+        self._next, self._count = state["next"], state["count"]
+        self._since_snapshot, self._since_attempt = state["since_snapshot"], state["since_attempt"]
+        self._due, self._finished = state["due"], state["finished"]
+        self._losses = list(state["losses"])
+        self._call_seconds, self._jump_seconds = state["call_seconds"], state["jump_seconds"]
+        self._warned_nan, self._probes = state["warned_nan"], state["probes"]
+        self._left_at = None  # the time to the first call after resuming is not a training call's
+        stats = dict(state["stats"])
+        stats["jumps"] = [Jump(**jump) for jump in stats["jumps"]]
+        self.stats = NowcastStats(**stats)
+
+    def _cadence(self) -> dict[str, Any]:
+        """What fixes when snapshots and jumps fall and how far they go: a checkpoint must match it."""
+        keys = ("mode", "period", "farcast_after", "snapshot_every", "horizon", "horizon_schedule", "max_calls")
+        return {key: getattr(self.config, key) for key in keys} | {"input_length": self.bundle.input_length}
+
+    def _due_jump(self) -> Jump | None:
+        """A jump is due: attempt it, or skip it when its cost cannot pay (NowcastConfig.min_payoff)."""
+        horizon = self._horizons[min(self._due, len(self._horizons) - 1)]
+        self._due += 1
+        self._since_attempt = 0
+        self._finished = self.config.mode == "farcast"
+        if self._unprofitable(horizon):
+            self.stats.skipped += 1
+            return None
+        return self._attempt(horizon)
+
+    def _unprofitable(self, horizon: int) -> bool:
+        """Whether the training time a jump stands to save, `horizon` snapshot intervals, is below
+        `min_payoff` x the measured cost of a jump (decided alike on every rank)."""
+        config = self.config
+        if not config.min_payoff or self._jump_seconds is None or self._call_seconds is None:
+            return False  # the same on every rank: the first attempt always runs
+        gain = horizon * config.snapshot_every * self._call_seconds
+        return _mean_over_ranks(float(gain < config.min_payoff * self._jump_seconds), self._device) >= 0.5
+
+    def _attempt(self, horizon: int) -> Jump:
+        """Predict, check, write, probe; keep or roll back (module docstring). On an exception
+        (OOM, KeyboardInterrupt) the weights are restored, the attempt counted, and it propagates."""
+        start, config, probes = time.perf_counter(), self.config, self._probes
+        before = after = None  # probe losses, with the guard on
+        backup: list[Tensor] | None = None
+        try:
+            steps = [self._predicted_step(group, horizon) for group in self._groups]
+            nonfinite = [g.layer_type for g, step in zip(self._groups, steps) if not torch.isfinite(step).all()]
+            if _mean_over_ranks(float(bool(nonfinite)), self._device) > 0:
+                where = f"layer type(s) {', '.join(nonfinite)}" if nonfinite else "another rank"
+                warnings.warn(
+                    f"nowcast jump at call {self.stats.calls} rolled back: the {self.bundle.kind!r} bundle "
+                    f"predicted NaN/Inf for {where}; the weights are unchanged",
+                    NowcastWarning,
+                    stacklevel=4,
+                )
+                return self._record("rolled_back_nonfinite", start, horizon, probes, scale=0.0)
+            backup = [p.detach().clone() for p in self._params]
+            scale = 1.0
+            if config.guard:
+                before = self._losses[-1] if self._losses else self._probe_loss()
+                if not math.isfinite(before):
+                    self._warn_nan(f"before the jump at call {self.stats.calls}")
+                    return self._record("rolled_back_guard", start, horizon, probes, before, scale=0.0)
+                noise = trajectory_noise(self._losses) if config.noise_tolerance else 0.0
+                rise = allowed_rise(before, config.tolerance, noise, config.noise_tolerance)
+                line = config.guard_rule == "line-search"
+
+                def loss_at(scale: float) -> float:
+                    self._write(steps, scale, backup)
+                    return self._probe_loss()
+
+                result = line_search(
+                    loss_at, before, config.scales if line else [1.0], rise, expand=line and config.expand
+                )
+                scale, after = result.scale, result.loss
+                if scale == 0.0:
+                    self._restore(backup)
+                    return self._record("rolled_back_guard", start, horizon, probes, before, after, 0.0)
+                if scale != result.tried[-1][0]:  # the weights hold the last scale probed
+                    self._write(steps, scale, backup)
+            else:
+                self._write(steps, 1.0, backup)
+            apply_optimizer_policy(self.optimizer, self._params, config.optimizer_policy, config.momentum_scale)
+        except BaseException:
+            if backup is not None:
+                self._restore(backup)
+            self._record("rolled_back_error", start, horizon, probes, before, after, 0.0)
+            raise
         self._next = self._count = 0  # restart the history from the jumped weights
         self._snapshot()
-        return self._record("accepted", start, before, after)
+        self._losses = [after] if config.noise_tolerance and after is not None else []
+        jump = self._record("accepted", start, horizon, probes, before, after, scale)
+        self._jump_seconds = jump.seconds if self._jump_seconds is None else min(self._jump_seconds, jump.seconds)
+        return jump
 
     def _record(
-        self, outcome: str, start: float, before: float | None = None, after: float | None = None
+        self,
+        outcome: str,
+        start: float,
+        horizon: int,
+        probes: int,
+        before: float | None = None,
+        after: float | None = None,
+        scale: float = 1.0,
     ) -> Jump:
         """Count an attempted jump with its `outcome` (one of `OUTCOMES`, each a `NowcastStats`
-        counter) and the probe losses before and after it."""
-        jump = Jump(self.stats.calls, outcome, before, after, time.perf_counter() - start)
+        counter), the probe losses before and after it, and the probes it took since `probes`."""
+        seconds = time.perf_counter() - start
+        jump = Jump(self.stats.calls, outcome, before, after, seconds, horizon, scale, self._probes - probes)
         self.stats.attempted += 1
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self.stats.jumps.append(jump)
+        if outcome != "accepted":
+            self._jump_seconds = seconds if self._jump_seconds is None else min(self._jump_seconds, seconds)
         return jump
 
-    def _predicted_step(self, group: _Group) -> Tensor:
-        """(N,) prediction - last snapshot for every scalar of `group`, at least float32, on the
-        buffer's device; windows of `chunk_size` scalars, oldest snapshot first."""
+    def _write(self, steps: list[Tensor], scale: float, backup: list[Tensor]) -> None:
+        """Write backup + scale x predicted step into every predicted parameter (at scale 1 the
+        same as adding the step to the current weights)."""
+        with torch.no_grad():
+            params = iter(zip(self._params, backup))
+            for group, step in zip(self._groups, steps):
+                for piece, (param, saved) in zip(step.split(group.sizes), params):  # pieces first: zip
+                    # stops on them without taking the next group's parameter
+                    param.copy_(saved).add_(piece.view(param.shape).to(param), alpha=scale)
+
+    def _restore(self, backup: list[Tensor]) -> None:
+        with torch.no_grad():
+            for param, saved in zip(self._params, backup):
+                param.copy_(saved)
+
+    def _predicted_step(self, group: _Group, horizon: int) -> Tensor:
+        """(N,) prediction `horizon` ahead - last snapshot for every scalar of `group`, at least
+        float32, on the buffer's device; oldest snapshot first. Element-wise predictors get windows
+        of `chunk_size` scalars; a `per_tensor` predictor (NiNo) one parameter tensor at a time."""
         capacity = group.history.shape[0]
         assert self._count == capacity, "a jump is only due once the window is full"
         order = [(self._next + i) % capacity for i in range(capacity)]  # ring slots, oldest first
         dtype = torch.promote_types(group.history.dtype, torch.float32)
         total, chunk = group.history.shape[1], self.config.chunk_size
         step = torch.empty(total, dtype=dtype, device=group.history.device)
+        if getattr(group.predictor, "per_tensor", False):
+            spans = itertools.accumulate(group.sizes, initial=0)
+            for begin, end in itertools.pairwise(spans):
+                window = group.history[order, begin:end].T.to(dtype)  # (numel, input_length)
+                prediction = group.predictor.predict(window, horizon, layer_type=group.layer_type, chunk_size=chunk)
+                torch.sub(prediction, window[:, -1], out=step[begin:end])
+            return step
         for begin in range(0, total, chunk):
             rows = [group.history[slot, begin : begin + chunk] for slot in order]
             window = torch.stack(rows, dim=1).to(dtype)  # (c, input_length): one gathering copy
-            prediction = group.predictor.predict(window, self.config.horizon, chunk_size=chunk)  # (c,)
+            prediction = group.predictor.predict(window, horizon, chunk_size=chunk)  # (c,)
             torch.sub(prediction, window[:, -1], out=step[begin : begin + chunk])
         return step
 
     def _snapshot(self) -> None:
-        """Copy every predicted parameter into ring slot `_next`."""
+        """Copy every predicted parameter into ring slot `_next` (and, with noise_tolerance, record
+        the probe loss of these weights)."""
         with torch.no_grad():
             for group in self._groups:
                 row = group.history[self._next]  # (N,)
@@ -413,11 +617,14 @@ class Nowcaster:
                     piece.copy_(param.detach().reshape(-1))
         self._next = (self._next + 1) % self.bundle.input_length
         self._count = min(self._count + 1, self.bundle.input_length)
+        if self.config.guard and self.config.noise_tolerance and self.probe is not None:
+            self._losses = (self._losses + [self._probe_loss()])[-self.bundle.input_length :]
 
     def _probe_loss(self) -> float:
         """The probe loss of the unwrapped module under no_grad, averaged over ranks: in eval mode,
         except that BatchNorm layers normalize with the probe batch's own statistics (module
         docstring); their running statistics are restored afterwards."""
+        start = time.perf_counter()
         modes = [(module, module.training) for module in self.module.modules()]
         norms = [m for m in self.module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         saved = [[b.clone() for b in m.buffers(recurse=False)] for m in norms]
@@ -426,7 +633,7 @@ class Nowcaster:
             norm.train()
         try:
             with torch.no_grad():
-                value = float(self.probe(self.module))
+                value = _scalar(self.probe(self.module))
         finally:
             for module, training in modes:
                 module.training = training
@@ -434,7 +641,20 @@ class Nowcaster:
                 for norm, buffers in zip(norms, saved):
                     for buffer, backup in zip(norm.buffers(recurse=False), buffers):
                         buffer.copy_(backup)
+            self._probes += 1
+            self.stats.probe_seconds += time.perf_counter() - start
         return _mean_over_ranks(value, self._device)
+
+    def _warn_nan(self, when: str) -> None:
+        """Warn, once per nowcaster, that the probe loss is NaN/Inf: the guard then keeps no jump."""
+        if not self._warned_nan:
+            self._warned_nan = True
+            warnings.warn(
+                f"the probe loss is NaN/Inf {when}: the guard cannot judge a jump and rolls every one "
+                "back; check the probe (its batch, loss function and the model's outputs)",
+                NowcastWarning,
+                stacklevel=5,
+            )
 
     def _check_probe(self, probe: ProbeLoss | tuple | None) -> ProbeLoss | None:
         if isinstance(probe, tuple):
@@ -453,6 +673,10 @@ class Nowcaster:
                 "the guard (NowcastConfig.guard, on by default) needs a probe: pass "
                 "probe=(inputs, targets, loss_fn) or a callable module -> loss, or set guard=False"
             )
+        self.probe = probe
+        if probe is not None and self.config.guard:  # one evaluation: a non-scalar loss fails now
+            if not math.isfinite(self._probe_loss()):
+                self._warn_nan("at construction")
         return probe
 
     def _select_parameters(self) -> tuple[dict[str, str], dict[str, str]]:
@@ -505,16 +729,18 @@ class Nowcaster:
                     "use a bundle that serves it, or leave them untouched with NowcastConfig.layer_types "
                     f"(e.g. {others})"
                 ) from None
-            if not predictor.supports_horizon(self.config.horizon):
+            unsupported = sorted(k for k in set(self._horizons) if not predictor.supports_horizon(k))
+            if unsupported:
+                scheduled = "" if len(self._horizons) == 1 else f" (the {self.config.horizon_schedule} schedule's)"
                 raise ConfigError(
                     f"the bundle's {predictor.kind!r} predictor for layer type {layer_type!r} covers "
-                    f"horizons {predictor.horizons}, not horizon={self.config.horizon}; "
+                    f"horizons {predictor.horizons}, not horizon={', '.join(map(str, unsupported))}{scheduled}; "
                     "set NowcastConfig.horizon to one of them"
                 )
             members = [params[n] for n in names]
             sizes = [p.numel() for p in members]
             history = torch.empty(self.bundle.input_length, sum(sizes), dtype=dtype, device=device)
-            groups.append(_Group(layer_type, predictor, members, sizes, history))
+            groups.append(_Group(layer_type, predictor, names, members, sizes, history))
         return groups
 
 
@@ -524,9 +750,42 @@ class _Group:
 
     layer_type: str
     predictor: Predictor
+    names: list[str]
     params: list[nn.Parameter]
     sizes: list[int]  # numel of each parameter: its slice of a history row
     history: Tensor  # (input_length, N): ring slot x every scalar of the group, parameters in order
+
+
+def horizon_schedule(config: NowcastConfig) -> list[int]:
+    """The horizon of each jump of a resolved config (`NowcastConfig.for_bundle`), in snapshot
+    intervals: jump j goes entry min(j, len - 1) ahead. "constant": [horizon]; "nino": NiNo's
+    decreasing k = round(linspace(horizon ** 0.5, 1, max_calls // period) ** 2)
+    (`train_predictor.predictors.nino.nino_horizon_schedule`)."""
+    if config.horizon_schedule == "constant":
+        return [config.horizon]
+    if config.max_calls is None:
+        raise ConfigError(
+            "horizon_schedule='nino' needs max_calls, the run's length in calls (its optimizer steps "
+            "when called every step), to lay out its decreasing horizons"
+        )
+    from weightcast.train_predictor.predictors.nino import nino_horizon_schedule
+
+    period = config.period if config.mode == "nowcast" else config.farcast_after
+    return nino_horizon_schedule(config.max_calls, period, config.horizon)
+
+
+def _scalar(value: Any) -> float:
+    """A probe's loss as a float: a Python number or a one-element tensor, else ConfigError."""
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            raise ConfigError(
+                f"the probe returned a tensor of shape {tuple(value.shape)}; it must return one number, "
+                "the loss (reduce it, e.g. loss_fn(..., reduction='mean'))"
+            )
+        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"the probe returned a {type(value).__name__}; it must return one number, the loss")
 
 
 def _mean_over_ranks(value: float, device: torch.device) -> float:

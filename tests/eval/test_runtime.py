@@ -126,13 +126,14 @@ def test_guard_rolls_back_a_jump_that_raises_the_probe_loss():
 
     start = _params(model)
     outwards = {n: 0.1 * v for n, v in start.items()}
-    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(tolerance=0.01), probe=probe)
+    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=0.01), probe=probe)
     jumps = _run_linear(model, nowcaster, start, outwards, range(1, 6))
     jump = jumps[-1]
     assert jump.outcome == "rolled_back_guard" and jump.probe_after > jump.probe_before * 1.01
     for name, param in model.named_parameters():  # restored exactly to the call's weights
         assert torch.equal(param.detach(), start[name] + outwards[name] * 5)
-    assert seen_modes == [[False, False, False]] * 2  # eval mode inside the probe, before and after
+    # eval mode inside the probe: at construction (the probe's check), before and after the jump
+    assert seen_modes == [[False, False, False]] * 3
     assert model.training and model[0].training and not model[1].training  # modes restored
     # Shrinking weights: the probe loss falls, the jump is kept.
     _run_linear(model, nowcaster, start, {n: -0.05 * v for n, v in start.items()}, range(1, 6))
@@ -148,9 +149,9 @@ def test_guard_tolerance_admits_a_small_rise():
     start = _params(model)
     probe = lambda module: sum(p.abs().sum() for p in module.parameters())  # noqa: E731
     slope = {n: 0.001 * v for n, v in start.items()}  # |w| rises 0.5% over the jump
-    strict = Nowcaster(model, None, _bundle(), NowcastConfig(tolerance=0.0), probe=probe)
+    strict = Nowcaster(model, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=0.0), probe=probe)
     assert _run_linear(model, strict, start, slope, range(1, 6))[-1].outcome == "rolled_back_guard"
-    lenient = Nowcaster(model, None, _bundle(), NowcastConfig(tolerance=0.01), probe=probe)
+    lenient = Nowcaster(model, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=0.01), probe=probe)
     assert _run_linear(model, lenient, start, slope, range(1, 6))[-1].outcome == "accepted"
 
 
@@ -169,7 +170,7 @@ def test_nonfinite_predictions_roll_back_with_a_warning():
         jump = nowcaster()
     assert jump.outcome == "rolled_back_nonfinite" and jump.probe_before is None
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-    assert probe_calls == []  # nothing written, nothing to probe
+    assert probe_calls == [1]  # its check at construction only: nothing written, nothing to probe
     with pytest.warns(NowcastWarning):
         for _ in range(5):  # the run goes on; the next attempt is rolled back again
             nowcaster()
@@ -252,7 +253,7 @@ def test_buffers_frozen_and_unknown_parameters_are_left_alone():
     start = _params(model)
     slope = {n: torch.full(p.shape, 0.1) for n, p in start.items()}
     probe = (torch.randn(8, 4), torch.randn(8, 3), nn.functional.mse_loss)
-    config = NowcastConfig(tolerance=1e6)  # keep the jump whatever the probe says; the probe still runs
+    config = NowcastConfig(guard_rule="veto", tolerance=1e6)  # keep the jump whatever the probe says
     with pytest.warns(NowcastWarning, match="left untouched by the nowcaster: scale"):
         nowcaster = Nowcaster(model, None, _bundle(), config, probe=probe)
     assert nowcaster.untouched == {
@@ -283,11 +284,11 @@ def test_probe_normalizes_batchnorm_with_the_probe_batch_and_restores_its_statis
     nowcaster = Nowcaster(model, None, _bundle(), probe=lambda m: seen.append(m(x)) or 0.0)
     start = _params(model)
     _run_linear(model, nowcaster, start, {n: torch.full(p.shape, 0.01) for n, p in start.items()}, range(1, 6))
-    assert len(seen) == 2 and model.training  # before and after the jump; the mode is restored
+    assert len(seen) == 3 and model.training  # construction, before and after the jump; mode restored
     reference = copy.deepcopy(model).train()
     reference[2].eval()  # dropout off, batch statistics on
     with torch.no_grad():
-        torch.testing.assert_close(seen[1], reference(x))
+        torch.testing.assert_close(seen[2], reference(x))
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, running[name]), name
 
@@ -424,7 +425,7 @@ def test_ddp_wrapped_model(tmp_path):
         start = _params(model)
         slope = {n: torch.full(p.shape, -0.1) for n, p in start.items()}
         probe = (torch.randn(8, 4), torch.randn(8, 3), nn.functional.mse_loss)
-        nowcaster = Nowcaster(ddp, None, _bundle(), NowcastConfig(tolerance=1e6), probe=probe)
+        nowcaster = Nowcaster(ddp, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=1e6), probe=probe)
         assert nowcaster.module is model and nowcaster.predicted == {"weight": "linear", "bias": "bias"}
         assert _run_linear(model, nowcaster, start, slope, range(1, 6))[-1].outcome == "accepted"
         for name, param in model.named_parameters():
