@@ -1,7 +1,9 @@
 """Execution of a collection (collect): expand the population, take this job's static partition,
 skip committed runs, clean up after crashes, fan the rest out to workers, and write the index.
 
-Engines, all driving the same `collect.worker.Worker` and so producing the same runs:
+Engines, all driving the same `collect.worker.Worker` with the same torch thread count
+(`engine.threads_per_worker`, 1 by default; each run record keeps it) and so producing the same runs
+bit for bit (other thread counts split reductions differently and change the last bits):
 - `local` (default): worker processes on this machine (spawned; one per GPU when there are GPUs,
   else `engine.workers` CPU workers), or the worker in this very process when there is one.
 - `ray`: one actor per worker on a Ray cluster (`ray start --head`, `ray start --address=...`, then
@@ -145,7 +147,7 @@ def run_local(
     gpus = torch.cuda.device_count() if config.device in ("auto", "cuda") else 0
     workers = config.engine.workers or gpus or min(2, os.cpu_count() or 1)
     workers = min(workers, len(specs))
-    threads = config.engine.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    threads = config.engine.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)  # 0: automatic
     devices = [f"cuda:{i % gpus}" if gpus else config.device for i in range(workers)]
     if workers == 1:
         previous = torch.get_num_threads()
@@ -176,7 +178,7 @@ def run_ray(
     if engine.num_gpus > 0:
         workers = min(workers, max(1, int(resources.get("GPU", 0) / engine.num_gpus)))
     workers = min(workers, len(specs))
-    threads = engine.threads_per_worker or max(1, int(engine.num_cpus))
+    threads = engine.threads_per_worker or max(1, int(engine.num_cpus))  # 0: automatic
     actor_class = ray.remote(num_cpus=engine.num_cpus, num_gpus=engine.num_gpus)(_RayWorker)
     cfg = config_to_dict(config)
     actors = [actor_class.remote(str(root), cfg, _session(prefix, i), threads) for i in range(workers)]
@@ -264,13 +266,10 @@ def _run_processes(
     devices: list[str],
     threads: int,
 ) -> None:
+    """One spawned worker process per device, fed from a queue; the first failure stops them all."""
     ctx = mp.get_context("spawn")  # fork would copy the parent's torch threads and CUDA state
     tasks, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-    for spec in specs:
-        tasks.put(asdict(spec))
-    for _ in devices:
-        tasks.put(None)
-    tasks.cancel_join_thread()  # leftover specs after a stop must not block the parent's exit
+    _queue_specs(tasks, specs, len(devices))
     cfg = config_to_dict(config)
     processes = [
         ctx.Process(
@@ -282,27 +281,8 @@ def _run_processes(
     ]
     for process in processes:
         process.start()
-    errors: list[str] = []
-    exited: set[str] = set()
-    silent: dict[str, int] = {}  # dead worker -> polls since; its last message may still be in the pipe
     try:
-        while len(exited) < len(processes):
-            try:
-                kind, name, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                for process in _silently_dead(processes, exited, silent):
-                    exited.add(process.name)
-                    stop.set()
-                    code = process.exitcode
-                    errors.append(f"{process.name} died (exit code {code}: killed? out of memory?)")
-                continue
-            if kind == "done":
-                on_result(payload)
-            else:  # "exit" or "error": the worker has committed what it finished and stops
-                exited.add(name)
-                if kind == "error":
-                    stop.set()
-                    errors.append(f"{name}: {payload}")
+        errors = _gather_results(processes, results, stop, on_result)
     except BaseException:
         stop.set()
         for process in processes:
@@ -315,6 +295,40 @@ def _run_processes(
             "collection stopped; runs finished before the failure are committed, run the same command "
             "again to resume.\n" + "\n".join(errors)
         )
+
+
+def _queue_specs(tasks: Any, specs: list[RunSpec], workers: int) -> None:
+    """Every spec, then one stop sentinel per worker."""
+    for spec in specs:
+        tasks.put(asdict(spec))
+    for _ in range(workers):
+        tasks.put(None)
+    tasks.cancel_join_thread()  # leftover specs after a stop must not block the parent's exit
+
+
+def _gather_results(processes: list[Any], results: Any, stop: Any, on_result: OnResult) -> list[str]:
+    """Pass each finished run to `on_result` until every worker has exited; returns the errors of
+    workers that failed or died (and sets `stop` at the first one)."""
+    errors: list[str] = []
+    exited: set[str] = set()
+    silent: dict[str, int] = {}  # dead worker -> polls since; its last message may still be in the pipe
+    while len(exited) < len(processes):
+        try:
+            kind, name, payload = results.get(timeout=1.0)
+        except queue.Empty:
+            for process in _silently_dead(processes, exited, silent):
+                exited.add(process.name)
+                stop.set()
+                errors.append(f"{process.name} died (exit code {process.exitcode}: killed? out of memory?)")
+            continue
+        if kind == "done":
+            on_result(payload)
+        else:  # "exit" or "error": the worker has committed what it finished and stops
+            exited.add(name)
+            if kind == "error":
+                stop.set()
+                errors.append(f"{name}: {payload}")
+    return errors
 
 
 def _silently_dead(processes: list[Any], exited: set[str], silent: dict[str, int]) -> list[Any]:
