@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 import yaml
 from omegaconf import OmegaConf
 
 from weightcast.zoo.augment import augmentation_inputs
 from weightcast.zoo.config import ConfigError, load_config
 from weightcast.zoo.models import create_model, is_compatible
-from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
+from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig, build_optimizer, build_schedule
 from weightcast.zoo.tasks import get_task
 from weightcast.zoo.train import TrainConfig
 
@@ -92,7 +93,10 @@ class EngineConfig:
 
     name: str = "local"  # local | ray (collect.engines.ENGINES)
     workers: int = 0  # 0: one per GPU, else 2 on a CPU with >= 2 cores (local); cluster CPUs / num_cpus (ray)
-    threads_per_worker: int = 0  # torch CPU threads per worker; 0: cores // workers
+    # torch CPU threads per worker, the same on every engine so that they give the same runs bit for
+    # bit (a run's last bits depend on it; each run record keeps it). 0: automatic, which differs
+    # between engines (local: cores // workers; ray: num_cpus).
+    threads_per_worker: int = 1
     address: Optional[str] = None  # ray: "auto" joins a running cluster; None starts a local instance
     num_cpus: float = 1.0  # ray: CPUs reserved per worker actor
     num_gpus: float = 0.0  # ray: GPU fraction per worker actor (0.25: four concurrent runs per GPU)
@@ -127,6 +131,13 @@ class CollectConfig:
             raise ConfigError(f"record.every_steps must be >= 0, got {self.record.every_steps}")
         if self.engine.workers < 0 or self.engine.threads_per_worker < 0:
             raise ConfigError("engine.workers and engine.threads_per_worker must be >= 0 (0 = automatic)")
+        if not (self.record.commit_every_s > 0):
+            raise ConfigError(f"record.commit_every_s must be > 0, got {self.record.commit_every_s}")
+        if not (self.engine.num_cpus > 0 and self.engine.num_gpus >= 0):
+            raise ConfigError(
+                f"engine.num_cpus must be > 0 and engine.num_gpus >= 0, got {self.engine.num_cpus} and "
+                f"{self.engine.num_gpus}"
+            )
         if not self.population:
             raise ConfigError("population is empty; give at least one group of runs")
         if self.part:
@@ -360,6 +371,7 @@ def _train_config(
         device=config.device,
     )
     _check_model(train, f"population[{index}]")
+    _check_optimization(train, f"population[{index}]")
     return train
 
 
@@ -373,6 +385,27 @@ def _check_model(train: TrainConfig, where: str) -> None:
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
     _CHECKED_MODELS.add(key)
+
+
+def _check_optimization(train: TrainConfig, where: str) -> None:
+    """Build the run's optimizer and schedule on a stand-in parameter: torch's own checks (a
+    negative lr, momentum or weight decay, betas outside [0, 1)) fail at expansion, before the
+    collection folder is written, not in the first run."""
+    lr = train.optimizer.lr
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{where}.lr must be a finite number > 0, got {lr}")
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = build_optimizer([param], train.optimizer)
+        schedule = build_schedule(optimizer, train.schedule, total_steps=train.epochs, steps_per_epoch=1)
+        multipliers = [schedule.lr_lambdas[0](step) for step in range(train.epochs + 1)]
+    except (ValueError, TypeError, ZeroDivisionError) as err:
+        raise ConfigError(
+            f"{where}: optimizer {train.optimizer.name} / schedule {train.schedule.name}: {err}"
+        ) from None
+    bad = [m for m in multipliers if not (math.isfinite(m) and m >= 0)]
+    if bad:
+        raise ConfigError(f"{where}: schedule {train.schedule.name} gives lr multiplier {bad[0]} (must be >= 0)")
 
 
 _CHECKED_MODELS: set[tuple[str, str, str, str | None]] = set()

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from weightcast.zoo.tasks import TASKS
 from weightcast.zoo.train import History, train
 
@@ -125,6 +127,7 @@ def run_record(
         "best_metric": max(finite) if finite else None,
         "seconds": round(seconds, 3),
         "device": device,
+        "threads": torch.get_num_threads(),  # torch CPU threads: part of what made the run's bits
         "dtype": dtype,
         "snapshots": len(recorder.epochs),
         "num_params": sum(counts.values()),
