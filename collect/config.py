@@ -29,10 +29,10 @@ from weightcast.zoo.config import ConfigError, load_config
 from weightcast.zoo.models import create_model, is_compatible
 from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig, build_optimizer, build_schedule
 from weightcast.zoo.tasks import get_task
+from weightcast.zoo.tracking import TrackingConfig
 from weightcast.zoo.train import TrainConfig
 
 from weightcast.collect.schema import DTYPES
-from weightcast.collect.tracking import TRACKERS
 
 __all__ = [
     "GroupConfig",
@@ -103,12 +103,6 @@ class EngineConfig:
 
 
 @dataclass
-class TrackingConfig:
-    name: str = "none"  # none | wandb (one wandb run per worker, group = the collection's name)
-    project: str = "weightcast"
-
-
-@dataclass
 class CollectConfig:
     """Config of `weightcast collect`: a population of runs and where their histories go."""
 
@@ -125,7 +119,6 @@ class CollectConfig:
 
     def __post_init__(self) -> None:
         _check_choice("record.dtype", self.record.dtype, tuple(DTYPES))
-        _check_choice("tracking.name", self.tracking.name, TRACKERS)
         parse_size(self.record.shard_size)
         if self.record.every_steps < 0:
             raise ConfigError(f"record.every_steps must be >= 0, got {self.record.every_steps}")

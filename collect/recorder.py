@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from weightcast.zoo.layer_types import layer_types
-from weightcast.zoo.train import Hook, TrainState
+from weightcast.zoo.train import Hook, TrainState, steps_per_epoch
 
 from weightcast.collect.errors import CollectError, disk_full_is_fatal
 
@@ -61,8 +61,7 @@ class Recorder(Hook):
             self.params.append(ParamInfo(name, index, types[name], tuple(param.shape), offset))
             offset += param.numel() * self.itemsize
         self.row_bytes = offset
-        n_train = len(state.task.x_train)
-        self._steps_per_epoch = n_train // min(state.config.batch_size, n_train)  # as the training loop
+        self._steps_per_epoch = steps_per_epoch(state.config, state.task)  # as the training loop
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb", buffering=1 << 20)
         self._snapshot(state, 0.0)

@@ -19,7 +19,7 @@ from weightcast.collect.config import CollectConfig, RunSpec, parse_size, train_
 from weightcast.collect.folder import CollectionFolder
 from weightcast.collect.recorder import ParamInfo, Recorder
 from weightcast.collect.schema import DTYPES, RUN_STATUSES, ParamHistory, encode_sample
-from weightcast.collect.tracking import make_tracker
+from weightcast.collect.tracking import WorkerTracker
 from weightcast.collect.writer import GroupWriter
 
 __all__ = ["Worker", "run_record"]
@@ -39,7 +39,7 @@ class Worker:
         self.writer = GroupWriter(
             self.root, session, parse_size(config.record.shard_size), config.record.commit_every_s
         )
-        self.tracker = make_tracker(config, session)
+        self.tracker = WorkerTracker(config, session)
 
     def run(self, spec: RunSpec) -> dict[str, Any]:
         """Train and record one run; returns its summary (run_id, status, final metric, seconds, ...).

@@ -17,7 +17,6 @@ eval with a message and leaves no run half-reported:
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,8 +36,9 @@ from weightcast.eval.report import REPORT_FILE, describe_methods, forecast_table
 from weightcast.eval.speedup import preflight, run_speedup, summarize
 from weightcast.train_predictor.bundle import BundleFormatError, PredictorBundle
 from weightcast.cli import Command, add_config_arguments
-from weightcast.zoo.config import ConfigError, config_to_dict
+from weightcast.zoo.config import ConfigError
 from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
+from weightcast.zoo.tracking import make_tracker
 
 __all__ = ["EvalResult", "FORECAST_FILE", "run_eval", "COMMAND"]
 
@@ -104,8 +104,7 @@ def _run(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
         summary = summarize(config, rows)
     methods = describe_methods(config, bundles, unavailable)
     files = write_report(out, config, methods, forecast, summary, rows, notes)
-    if config.tracking.name == "wandb":
-        _log_to_wandb(config, out, forecast, summary, files)
+    _track(config, out, forecast, summary, files)
     return EvalResult(out, files[REPORT_FILE], files, methods, forecast, summary, notes)
 
 
@@ -137,39 +136,33 @@ def _distinct(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> dict[s
     return {(b.kind if kinds.count(b.kind) == 1 else name): b for name, b in by_source.values()}
 
 
-def _log_to_wandb(
+def _track(
     config: EvalConfig, out: Path, forecast: ForecastResult | None, summary: dict[str, Any] | None,
     files: dict[str, Path],
 ) -> None:
-    import wandb  # optional: only tracked evaluations need it
-
-    run = wandb.init(
-        project=config.tracking.project, job_type="eval", name=config.name, dir=str(out),
-        config=config_to_dict(config),
-    )
+    """The report's tables, plots and geomean speed-ups on the `tracking` tracker (wandb or none)."""
+    tracker = make_tracker(config.tracking, job_type="eval", name=config.name, out_dir=out, config=config)
     try:
-        logged: dict[str, Any] = {}
         if forecast is not None and forecast.rows:
-            columns = list(vars(forecast.rows[0]))
-            data = [list(vars(r).values()) for r in forecast.rows]
-            logged["forecast"] = wandb.Table(columns=columns, data=data)
+            tracker.table("forecast", list(vars(forecast.rows[0])), [list(vars(r).values()) for r in forecast.rows])
         if summary is not None:
-            columns = ["task", "method", "epochs_mean", "speedup_epochs", "speedup_wall", "best", "status"]
+            columns = ["task", "method", "units_mean", "speedup_units", "speedup_wall", "best", "status"]
             data = [
                 [label, name, *(s[k] for k in columns[2:])]
                 for label, task in summary["tasks"].items()
                 for name, s in task["methods"].items()
             ]
-            logged["speedup"] = wandb.Table(columns=columns, data=data)
+            tracker.table("speedup", columns, data)
             for name, means in summary["methods"].items():
-                run.summary[f"{name}/geomean_speedup_epochs"] = means["geomean_epochs"]
-                run.summary[f"{name}/geomean_speedup_wall"] = means["geomean_wall"]
-        for name, path in files.items():
+                tracker.summarize({
+                    f"{name}/geomean_speedup_units": means["geomean_units"],
+                    f"{name}/geomean_speedup_wall": means["geomean_wall"],
+                })
+        for path in files.values():
             if path.suffix == ".png":
-                logged[f"plots/{path.stem}"] = wandb.Image(str(path))
-        run.log(logged)
+                tracker.image(f"plots/{path.stem}", path)
     finally:
-        run.finish()
+        tracker.finish()
 
 
 def _eval(args: argparse.Namespace) -> int:

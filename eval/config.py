@@ -40,16 +40,15 @@ from weightcast.train_predictor.hub import HubError
 from weightcast.train_predictor.predictors import PREDICTORS, build_predictor
 from weightcast.zoo.config import ConfigError, load_config
 from weightcast.zoo.layer_types import LAYER_TYPES
-from weightcast.zoo.tasks import TASKS
+from weightcast.zoo.tasks import TASKS, Split
+from weightcast.zoo.tracking import TrackingConfig
 from weightcast.zoo.train import TrainConfig
 
 __all__ = [
-    "TRACKERS",
     "EvalTask",
     "MethodConfig",
     "ForecastConfig",
     "SpeedupConfig",
-    "TrackingConfig",
     "EvalConfig",
     "BundleUnavailable",
     "load_eval_config",
@@ -58,8 +57,6 @@ __all__ = [
     "check_zero_shot",
     "seen_tasks",
 ]
-
-TRACKERS = ("none", "wandb")
 
 
 @dataclass
@@ -118,14 +115,12 @@ class ForecastConfig:
     """Forecast error of every method's bundle (and the baselines) on held-out histories."""
 
     collection: Optional[str] = None  # collection folder of held-out runs; null: skip this evaluation
-    split: Optional[str] = "heldout"  # runs of tasks of this split; null (needs allow_seen): every run
+    split: Optional[Split] = "heldout"  # runs of tasks of this split; null (needs allow_seen): every run
     horizons: list[int] = field(default_factory=list)  # empty: each bundle's own horizons
     baselines: list[str] = field(default_factory=lambda: ["no-jump", "linear-fit"])  # rule-based kinds
     max_histories: int = 0  # parameter histories read per layer type (0: all)
 
     def __post_init__(self) -> None:
-        if self.split not in (None, "train", "heldout"):
-            raise ConfigError(f"forecast.split must be heldout, train or null; got {self.split!r}")
         for kind in self.baselines:
             PREDICTORS.check(kind)
             if PREDICTORS.get(kind).trainable:
@@ -159,12 +154,6 @@ class SpeedupConfig:
 
 
 @dataclass
-class TrackingConfig:
-    name: str = "none"  # none | wandb (job_type=eval; WANDB_MODE=offline works without an account)
-    project: str = "weightcast"
-
-
-@dataclass
 class EvalConfig:
     """Config of `weightcast eval`: writes a report folder `out_dir` (see `eval.report`)."""
 
@@ -177,7 +166,7 @@ class EvalConfig:
     methods: dict[str, MethodConfig] = field(default_factory=dict)  # name -> method
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     speedup: SpeedupConfig = field(default_factory=SpeedupConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # job_type=eval
 
     def __post_init__(self) -> None:
         if "plain" in self.methods:
@@ -185,10 +174,6 @@ class EvalConfig:
                               "give the method another name")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
-        if self.tracking.name not in TRACKERS:
-            raise ConfigError(
-                f"tracking.name must be one of {', '.join(TRACKERS)}, got {self.tracking.name!r}"
-            )
         if self.forecast.split != "heldout" and self.forecast.collection and not self.allow_seen:
             raise ConfigError(
                 f"forecast.split={self.forecast.split!r} reads runs of training-split tasks; zero-shot "

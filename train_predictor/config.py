@@ -10,25 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, get_args
 
+from weightcast.collect.schema import RUN_STATUSES
 from weightcast.zoo.config import ConfigError, load_config
 from weightcast.zoo.layer_types import LAYER_TYPES
 from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
+from weightcast.zoo.tasks import Split
+from weightcast.zoo.tracking import TrackingConfig
 
 from weightcast.train_predictor.predictors import PREDICTORS
 
-__all__ = ["TrainPredictorConfig", "TrackingConfig", "VAL_BY", "TRACKERS", "load_train_predictor_config"]
+__all__ = ["TrainPredictorConfig", "VAL_BY", "load_train_predictor_config"]
 
-VAL_BY = ("run", "task", "arch")  # what is held out for validation
-TRACKERS = ("none", "wandb")
-RUN_STATUSES = ("complete", "diverged")
-
-
-@dataclass
-class TrackingConfig:
-    name: str = "none"  # none | wandb (job_type=train-predictor; WANDB_MODE=offline works without an account)
-    project: str = "weightcast"
+ValBy = Literal["run", "task", "arch"]  # what is held out for validation
+VAL_BY: tuple[str, ...] = get_args(ValBy)
+# Choice fields typed `Literal[...]` are checked by OmegaConf when the config is loaded.
+RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -43,8 +41,8 @@ class TrainPredictorConfig:
     # kind -> constructor keyword arguments (input_length, horizon, ...); a kind not listed uses its defaults
     predictor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     layer_types: list[str] = field(default_factory=list)  # empty: every layer type of the collection
-    split: Optional[str] = "train"  # runs on tasks of this split (train | heldout); null: every run
-    statuses: list[str] = field(default_factory=lambda: ["complete"])  # run statuses read (add diverged)
+    split: Optional[Split] = "train"  # runs on tasks of this split (train | heldout); null: every run
+    statuses: list[RunStatus] = field(default_factory=lambda: ["complete"])  # run statuses read (add diverged)
     steps: int = 1000  # optimizer steps per (kind, layer type)
     batch_size: int = 256  # windows per step (per process under torchrun)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # Adam, lr 1e-3 by default
@@ -53,7 +51,7 @@ class TrainPredictorConfig:
     windows_per_history: int = 64  # windows cut from one parameter's history per pass over the data
     shuffle_buffer: int = 16384  # windows held for shuffling (bounds the pipeline's memory)
     num_workers: int = 0  # DataLoader worker processes reading shards (0: in the training process)
-    val_by: str = "run"  # hold out whole runs (stratified by architecture), tasks or architectures
+    val_by: ValBy = "run"  # hold out whole runs (stratified by architecture), tasks or architectures
     val_fraction: float = 0.2  # fraction of runs / tasks / architectures held out
     val_holdout: list[str] = field(default_factory=list)  # explicit run IDs / tasks / architectures
     val_windows_per_history: int = 1024  # validation windows cut from one held-out history
@@ -63,7 +61,7 @@ class TrainPredictorConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:<i> (under torchrun: cuda:<LOCAL_RANK>)
     progress: bool = True  # tqdm bars over steps
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # job_type=train-predictor
 
     def __post_init__(self) -> None:
         if not self.predictors:
@@ -73,13 +71,8 @@ class TrainPredictorConfig:
         unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
         if unknown:
             raise ConfigError(f"layer_types has unknown types {unknown}; valid: {', '.join(LAYER_TYPES)}")
-        bad_status = sorted(set(self.statuses) - set(RUN_STATUSES))
-        if bad_status or not self.statuses:
-            raise ConfigError(f"statuses must be a non-empty subset of {RUN_STATUSES}, got {self.statuses}")
-        _check_choice("val_by", self.val_by, VAL_BY)
-        _check_choice("tracking.name", self.tracking.name, TRACKERS)
-        if self.split is not None:
-            _check_choice("split", self.split, ("train", "heldout"))
+        if not self.statuses:
+            raise ConfigError(f"statuses is empty; give a non-empty subset of {list(RUN_STATUSES)}")
         if not 0 < self.val_fraction < 1 and not self.val_holdout:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         positive = {
@@ -112,8 +105,3 @@ def load_train_predictor_config(
 ) -> TrainPredictorConfig:
     """Defaults <- YAML file <- `key.sub=value` overrides."""
     return load_config(TrainPredictorConfig, path, overrides)
-
-
-def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key} must be one of {', '.join(valid)}, got {value!r}")

@@ -24,9 +24,11 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from weightcast.zoo.config import ConfigError, config_to_dict
+from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES
 from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
+from weightcast.zoo.tracking import make_tracker
+from weightcast.zoo.train import resolve_device
 
 from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
 from weightcast.train_predictor.config import TrainPredictorConfig
@@ -314,45 +316,35 @@ class _Distributed:
 
 
 def _device(name: str, local_rank: int | None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    """The zoo's device resolution; under torchrun a bare `cuda` is this process's GPU."""
+    device = resolve_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank or 0)
     return device
 
 
 class _Tracker:
-    """metrics.jsonl in the run folder (one row per validation), and wandb curves per kind and
-    layer type when `tracking.name=wandb` (imported only then)."""
+    """metrics.jsonl in the run folder (one row per validation), and the curves per kind and layer
+    type on the `tracking` tracker (wandb with `tracking.name=wandb`)."""
 
     def __init__(self, config: TrainPredictorConfig, out: Path):
         prepare_run_dir(out, config)
         self.file = open(out / METRICS_FILE, "a")  # appended to on resume
-        self.wandb_run = None
+        self.tracker = make_tracker(
+            config.tracking, job_type="train-predictor", name=config.name, out_dir=out, config=config
+        )
         self.defined: set[str] = set()
-        if config.tracking.name == "wandb":
-            import wandb  # optional: only tracked runs need it
-
-            self.wandb = wandb
-            self.wandb_run = wandb.init(
-                project=config.tracking.project, job_type="train-predictor", name=config.name,
-                dir=str(out), config=config_to_dict(config),
-            )
 
     def log(self, kind: str, layer_type: str, row: dict[str, Any]) -> None:
         self.file.write(json.dumps({"kind": kind, "layer_type": layer_type, **row}) + "\n")
         self.file.flush()
-        if self.wandb_run is not None:
-            prefix = f"{kind}/{layer_type}"
-            if prefix not in self.defined:  # each fit's curves over its own step axis
-                self.wandb_run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
-                self.defined.add(prefix)
-            self.wandb_run.log({f"{prefix}/{k}": v for k, v in row.items() if v is not None})
+        prefix = f"{kind}/{layer_type}"
+        if prefix not in self.defined:  # each fit's curves over its own step axis
+            self.tracker.define_step(prefix)
+            self.defined.add(prefix)
+        self.tracker.log({f"{prefix}/{k}": v for k, v in row.items()})
 
     def summary(self, result: TrainResult) -> None:
-        if self.wandb_run is None:
-            return
         columns = ["kind", "layer_type", "windows", "method", "mae", "mse"]
         data = [
             [kind, layer_type, row["windows"], method, m["mae"], m["mse"]]
@@ -360,12 +352,11 @@ class _Tracker:
             for layer_type, row in rows.items()
             for method, m in row["methods"].items()
         ]
-        self.wandb_run.log({"validation": self.wandb.Table(columns=columns, data=data)})
+        self.tracker.table("validation", columns, data)
 
     def close(self) -> None:
         self.file.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
+        self.tracker.finish()
 
 
 def _fmt(value: float | None) -> str:

@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TaskSpec", "Task", "INPUT_KINDS", "MODALITIES", "SPLITS", "task_loss", "task_metric", "heldout_split", "standardize"]
+__all__ = ["TaskSpec", "Task", "INPUT_KINDS", "MODALITIES", "SPLITS", "Split", "task_loss", "task_metric", "heldout_split", "standardize"]
 
 # How inputs look to an architecture (per example, without the batch dimension):
 #   image   (C, H, W) float      signal  (C, L) float (channels x time)
 #   tabular (F,) float           tokens  (L,) int64 token ids
 INPUT_KINDS = ("image", "signal", "tabular", "tokens")
 MODALITIES = ("vision", "sequence", "tabular", "text", "synthetic")
-SPLITS = ("train", "heldout")
+Split = Literal["train", "heldout"]  # the type of config fields that name a split
+SPLITS: tuple[str, ...] = get_args(Split)
 
 # Objectives:
 #   classification   targets (N,) int64 class ids, logits (N, num_outputs); metric: accuracy
