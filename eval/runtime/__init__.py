@@ -3,7 +3,6 @@ bundle to any PyTorch training loop (two lines, see `nowcaster`), and `NowcastHo
 the zoo's loop. It depends on the bundle format (`train_predictor.bundle`) and the layer types
 (`zoo.layer_types`) only, never on the evaluation harness around it."""
 
-from weightcast.eval.runtime.hook import NowcastHook
 from weightcast.eval.runtime.nowcaster import (
     BUFFER_DTYPES,
     DEFAULT_BUNDLE,
@@ -56,3 +55,13 @@ __all__ = [
     "SHIPPED_BUNDLES_DIR",
     "DEFAULT_BUNDLE",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # NowcastHook is for the zoo's training loop (zoo.train and its tasks); `Nowcaster` users never
+    # load those (PEP 562: imported on first use).
+    if name == "NowcastHook":
+        from weightcast.eval.runtime.hook import NowcastHook
+
+        return NowcastHook
+    raise AttributeError(f"module 'weightcast.eval.runtime' has no attribute {name!r}")
