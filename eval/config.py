@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -45,6 +46,7 @@ from weightcast.zoo.tracking import TrackingConfig
 from weightcast.zoo.train import TrainConfig
 
 __all__ = [
+    "DEFAULT_LR_GRIDS",
     "EvalTask",
     "MethodConfig",
     "ForecastConfig",
@@ -59,14 +61,44 @@ __all__ = [
 ]
 
 
+# The learning rates tried for plain training when a task gives no `lr_grid`: the optimizer's usual
+# default and a half-decade on either side (SGD with momentum: 0.01 for most nets, 0.1 for ResNets).
+DEFAULT_LR_GRIDS = {
+    "adam": [3e-4, 1e-3, 3e-3],
+    "adamw": [3e-4, 1e-3, 3e-3],
+    "rmsprop": [3e-4, 1e-3, 3e-3],
+    "sgd": [0.01, 0.03, 0.1],
+}
+
+
 @dataclass
 class EvalTask(TrainConfig):
     """One held-out task of the speed-up evaluation: a full zoo `TrainConfig` (arch, task,
-    optimizer, lr, schedule, batch size, epochs = the budget, ...) whose `seed` and `device` are
-    replaced by the eval config's `speedup.seeds` and `device`; `target` fixes the validation
-    metric to reach (default: `speedup.fraction` of plain training's best)."""
+    optimizer, schedule, batch size, the budget: `epochs`, or `max_steps` with `eval_every_steps`
+    for a step-based task, ...) whose `seed` and `device` are replaced by the eval config's
+    `speedup.seeds` and `device`, and whose learning rate is tuned for plain training (`lr_grid`,
+    with `speedup.tune_lr`; else `optimizer.lr`)."""
 
-    target: Optional[float] = None
+    # lrs tried for plain training, the best (by plain's best mean val metric) used by every method;
+    # empty: DEFAULT_LR_GRIDS of the optimizer. Ignored with speedup.tune_lr=false (optimizer.lr is used).
+    lr_grid: list[float] = field(default_factory=list)
+    absolute_target: Optional[float] = None  # a fixed val metric to reach, reported beside the fractions
+    # One nowcaster call = this many optimizer steps for methods with every_steps=0 (0: one per
+    # epoch). Step-based tasks set it, so that a method's period and horizon count these calls.
+    nowcast_every_steps: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
+            raise ConfigError(f"lr_grid must hold learning rates > 0, got {list(self.lr_grid)}")
+        if self.nowcast_every_steps < 0:
+            raise ConfigError(f"nowcast_every_steps must be >= 0 (0: once per epoch), got {self.nowcast_every_steps}")
+
+    def lrs(self, tune: bool) -> list[float]:
+        """The learning rates plain training tries, ascending: the grid when `tune`, else `optimizer.lr`."""
+        if not tune:
+            return [self.optimizer.lr]
+        return sorted(set(self.lr_grid or DEFAULT_LR_GRIDS.get(self.optimizer.name, [self.optimizer.lr])))
 
 
 @dataclass
@@ -140,15 +172,19 @@ class SpeedupConfig:
 
     enabled: bool = True
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    fraction: float = 0.95  # target = best - (1 - fraction) * |best| of plain training's mean curve
+    # The headline target: best - (1 - fraction) * |best| of plain training's mean curve (99%).
+    fraction: float = 0.99
+    extra_fractions: list[float] = field(default_factory=lambda: [0.95])  # targets reported beside it
+    tune_lr: bool = True  # pick each task's lr from its lr_grid by plain training's best (see EvalTask)
     quality_tolerance: float = 0.01  # a method's best must be within this (relative) of plain's best
     tasks: dict[str, EvalTask] = field(default_factory=dict)  # label -> task entry
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"speedup.seeds must be distinct and non-empty, got {self.seeds}")
-        if not 0 < self.fraction <= 1:
-            raise ConfigError(f"speedup.fraction must be in (0, 1], got {self.fraction}")
+        for fraction in (self.fraction, *self.extra_fractions):
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"speedup.fraction and extra_fractions must be in (0, 1], got {fraction}")
         if self.quality_tolerance < 0:
             raise ConfigError(f"speedup.quality_tolerance must be >= 0, got {self.quality_tolerance}")
 
@@ -185,10 +221,14 @@ class EvalConfig:
         if not (self.forecast.collection or self.speedup.enabled):
             raise ConfigError("nothing to evaluate: set forecast.collection and/or speedup.enabled=true")
 
-    def train_config(self, label: str, seed: int) -> TrainConfig:
-        """The zoo `TrainConfig` of task entry `label` for `seed`."""
+    def train_config(self, label: str, seed: int, lr: Optional[float] = None) -> TrainConfig:
+        """The zoo `TrainConfig` of task entry `label` for `seed`, with learning rate `lr` (default:
+        the entry's `optimizer.lr`)."""
         entry = asdict(self.speedup.tasks[label])
-        del entry["target"]
+        for name in ("lr_grid", "absolute_target", "nowcast_every_steps"):
+            del entry[name]
+        if lr is not None:
+            entry["optimizer"]["lr"] = lr
         return _typed(TrainConfig, {**entry, "seed": seed, "device": self.device})
 
 

@@ -1,34 +1,45 @@
 """Training speed-up on unseen tasks (eval stage, the last of zoo <- collect <- train_predictor <-
 eval): every held-out task is trained from scratch by plain training and by every method (a
-predictor bundle applied by `NowcastHook`), with the same seeds, and the runs are compared.
+predictor bundle applied by `NowcastHook`), with the same seeds and the same learning rate, the
+one that is best for plain training, and the runs are compared.
 
-Definitions (per task; S seeds, E = the task entry's `epochs`, the budget):
-- Curves: a run's validation metric after each epoch, epoch 0 = the initial model (the same for
-  every method of a seed). A method's mean curve is the mean over its seeds at each epoch
-  (ignoring runs that diverged before it); its best = the maximum of its mean curve.
-- Target: the task entry's `target` when given, else `best - (1 - fraction) * |best|` with
-  `best` = plain training's best (`fraction` x best for a positive metric, 0.95 by default).
-- Epochs to target of a run: the first epoch whose metric is >= target. A run that never gets
-  there ("not reached") counts as E epochs. Wall-clock to target: the run's seconds from the start
-  of training to the end of that epoch, evaluation and the nowcaster's time included; a run that
-  never gets there counts its seconds per epoch times E.
-- Speed-up of a method: plain's mean (over seeds) epochs to target / the method's mean; the same
-  for wall-clock. Above 1 is faster. Spreads are population standard deviations over seeds.
+Definitions (per task; S seeds; the budget B is the task entry's `epochs`, or its `max_steps` for a
+step-based task, whose curves are validated every `eval_every_steps` steps; "units" are epochs or
+optimizer steps accordingly):
+- Learning rate: plain training runs every lr of the task's grid (`lr_grid`, default
+  `eval.config.DEFAULT_LR_GRIDS` of its optimizer) with every seed; the lr whose plain runs have
+  the highest best (below) is the task's lr, ties going to the smaller lr. Every method then trains
+  with it; plain training's runs at that lr are the reference. `speedup.tune_lr=false` uses the
+  entry's `optimizer.lr` alone.
+- Curves: a run's validation metric at each record of its History (record 0 = the initial model,
+  the same for every method of a seed), at epochs or steps. A method's mean curve is the mean over
+  its seeds at each record (ignoring runs that diverged before it); its best = the maximum of its
+  mean curve.
+- Targets: the headline `fraction` (0.99) and each of `extra_fractions` (0.95) of plain training's
+  best, `best - (1 - fraction) * |best|` (so never above the best, also for a negative R^2); and
+  the task's `absolute_target` when given (NiNo's protocol: a fixed metric value).
+- Units to target of a run: the epoch or step of its first record whose metric is >= the target.
+  A run that never gets there ("not reached") counts B. Wall-clock to target: the run's seconds
+  from the start of training to that record, evaluation and the predictor's time (snapshots,
+  predictions, guard) included; a run that never gets there counts its seconds per unit times B.
+- Speed-up of a method: plain's mean (over seeds) units to target / the method's mean; the same for
+  wall-clock. Above 1 is faster. Spreads are population standard deviations over seeds.
 - Quality kept: the method's best is >= plain's best - quality_tolerance x |plain's best| (1%
   relative by default). Otherwise the task's status is "target not kept" and the speed-up that
   counts is min(s, 1/s) of the measured one s: never above 1.0x, and as far below 1 as the
   method claimed to be faster (2.0x that loses quality counts as 0.5x).
-- Summary across tasks: the geometric mean per method of the speed-ups that count.
+- Summary across tasks, per target: the geometric mean per method of the speed-ups that count.
 - Overhead of a run: the nowcaster's seconds (snapshots, predictions, guard probes) over the
-  rest of its seconds (training and evaluation), i.e. its cost as a fraction of an epoch's time;
-  per method the mean over seeds, and the largest run's across tasks in the summary.
+  rest of its seconds (training and evaluation); per method the mean over seeds, and the largest
+  run's across tasks in the summary.
 
-Runs go seed by seed (plain training and every method for one seed, then the next seed), after
-one untimed warm-up epoch per task. They are appended to `<out_dir>/results.jsonl` as each
-finishes (nothing of an unfinished run is written); an interrupted evaluation run again skips the
-(task, method, seed) runs already there. A run's key hashes its task entry, method config, bundle
-weights, seed and device, so a changed config or a retrained bundle is run again rather than
-mixed with old results.
+Runs go task by task: one untimed warm-up epoch, plain training at every lr of the grid (seed by
+seed), then every method at the chosen lr (seed by seed, all methods of a seed in a row, so that a
+machine whose load drifts slows every method alike). They are appended to
+`<out_dir>/results.jsonl` as each finishes (nothing of an unfinished run is written); an
+interrupted evaluation run again skips the runs already there. A run's key hashes its task entry,
+learning rate, method config, bundle weights, seed and device, so a changed config or a retrained
+bundle is run again rather than mixed with old results.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from weightcast.eval.config import EvalConfig, MethodConfig, bundle_fingerprint
+from weightcast.eval.config import EvalConfig, EvalTask, MethodConfig, bundle_fingerprint
 from weightcast.eval.runtime import NowcastHook
 from weightcast.eval.runtime import Nowcaster, NowcastWarning
 from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
@@ -52,18 +63,24 @@ from weightcast.zoo.augment import augmentation_inputs
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.optim import build_optimizer
 from weightcast.zoo.tasks import get_task
-from weightcast.zoo.train import build_model, train
+from weightcast.zoo.train import build_model, steps_per_epoch, total_steps, train
 
 __all__ = [
     "PLAIN",
     "RESULTS_FILE",
+    "ABSOLUTE",
     "target_value",
+    "target_name",
+    "task_targets",
     "epochs_to_target",
+    "units_to_target",
     "mean_curve",
     "speedup",
     "quality_kept",
     "counted_speedup",
     "geometric_mean",
+    "select_lr",
+    "budget_of",
     "preflight",
     "run_speedup",
     "summarize_task",
@@ -72,6 +89,7 @@ __all__ = [
 
 PLAIN = "plain"  # the reference: training without a predictor
 RESULTS_FILE = "results.jsonl"
+ABSOLUTE = "absolute"  # name of a task's fixed target
 
 
 def target_value(best: float, fraction: float) -> float:
@@ -80,13 +98,35 @@ def target_value(best: float, fraction: float) -> float:
     return best - (1.0 - fraction) * abs(best)
 
 
+def target_name(fraction: float) -> str:
+    """"99%" for 0.99: how a fraction target is named in the report."""
+    return f"{100 * fraction:g}%"
+
+
+def task_targets(
+    plain_best: float, fractions: Sequence[float], absolute: float | None = None
+) -> dict[str, float]:
+    """Name -> value of a task's targets: each fraction of plain's best in the order given (the
+    first is the headline), then the fixed `absolute` one when given."""
+    targets = {target_name(f): target_value(plain_best, f) for f in fractions}
+    if absolute is not None:
+        targets[ABSOLUTE] = float(absolute)
+    return targets
+
+
+def units_to_target(metrics: Sequence[float], units: Sequence[float], target: float) -> float | None:
+    """The unit (epoch or step, `units[i]` of record i) of the first record whose metric is >=
+    target; None if none is (NaN never is)."""
+    for unit, value in zip(units, metrics):
+        if value >= target:
+            return unit
+    return None
+
+
 def epochs_to_target(metrics: Sequence[float], target: float) -> int | None:
     """The first epoch (index into `metrics`, epoch 0 first) whose metric is >= target; None if
     none is (NaN never is)."""
-    for epoch, value in enumerate(metrics):
-        if value >= target:
-            return epoch
-    return None
+    return units_to_target(metrics, range(len(metrics)), target)
 
 
 def mean_curve(curves: Sequence[Sequence[float]]) -> list[float]:
@@ -127,6 +167,33 @@ def geometric_mean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def select_lr(plain_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The learning rate for a task from its plain runs over the lr grid (rows with `lr`, `seed`
+    and `val_metric`): `{"grid": [lrs ascending], "best": [plain's best mean metric per lr],
+    "chosen": lr, "at_edge": bool}`. The chosen lr has the highest best (the maximum of the mean
+    curve over seeds; NaN when every run diverged at once, never chosen); ties go to the smaller lr.
+    `at_edge`: the grid has more than one lr and the chosen one is its smallest or largest, so a
+    wider grid might do better."""
+    grid = sorted({row["lr"] for row in plain_rows})
+    bests = [_best([row for row in plain_rows if row["lr"] == lr]) for lr in grid]
+    finite = [(b, -i) for i, b in enumerate(bests) if math.isfinite(b)]
+    if not finite:
+        raise ConfigError(
+            f"plain training diverged at every learning rate of the grid {grid}; give the task an "
+            "lr_grid of smaller learning rates"
+        )
+    index = -max(finite)[1]
+    return {
+        "grid": grid, "best": bests, "chosen": grid[index],
+        "at_edge": len(grid) > 1 and index in (0, len(grid) - 1),
+    }
+
+
+def budget_of(entry: EvalTask) -> tuple[int, str]:
+    """(budget, unit) of a task entry: (max_steps, "steps") for a step-based one, else (epochs, "epochs")."""
+    return (entry.max_steps, "steps") if entry.max_steps else (entry.epochs, "epochs")
+
+
 def preflight(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> list[str]:
     """Check every (task, method) pair before anything is trained: the task builds, its model and
     augmentation fit, each bundle serves the model's layer types with a usable window, period and
@@ -147,7 +214,7 @@ def preflight(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> list[s
             model = build_model(train_config, task)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
-        steps_per_epoch = len(task.x_train) // min(entry.batch_size, len(task.x_train))
+        steps, per_epoch = total_steps(train_config, task), steps_per_epoch(train_config, task)
         for name, bundle in bundles.items():
             method = config.methods[name]
             optimizer = build_optimizer(model.parameters(), train_config.optimizer)
@@ -160,7 +227,7 @@ def preflight(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> list[s
                         f"method {name!r} on {where} ({entry.arch} on {entry.task}): {err}"
                     ) from None
             notes += [f"method {name!r} on {label!r}: {w.message}" for w in caught]
-            _check_jumps(name, method, nowcaster, entry.epochs, steps_per_epoch, where)
+            _check_jumps(name, method, entry, nowcaster, steps, per_epoch, where)
     return notes
 
 
@@ -171,130 +238,172 @@ def run_speedup(
     *,
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train every (task, seed, method) of `config` not yet in `<out_dir>/results.jsonl`, plain
-    training first for each seed, appending each run's row as it finishes; return the rows of this
-    config (finished earlier or now) in that order. `bundles`: method name -> bundle,
-    the available methods."""
+    """Train every run of `config` not yet in `<out_dir>/results.jsonl` (per task: plain training
+    over the lr grid, then every method at the chosen lr; see the module docstring), appending each
+    run's row as it finishes; return the rows of this config (finished earlier or now) in that
+    order. `bundles`: method name -> bundle, the available methods."""
     path = Path(out_dir) / RESULTS_FILE
     done = _read_results(path)
     fingerprints = {name: bundle_fingerprint(bundle) for name, bundle in bundles.items()}
-    # Seed by seed, all methods of a seed in a row: a machine whose load drifts slows every
-    # method alike instead of the seeds run last.
-    plan = [
-        (label, name, seed)
-        for label in config.speedup.tasks
-        for seed in config.speedup.seeds
-        for name in [PLAIN, *bundles]
-    ]
-    skipped = sum(_run_key(config, *p, fingerprints.get(p[1])) in done for p in plan)
-    echo(f"speed-up: {len(plan)} runs ({len(config.speedup.tasks)} tasks x {len(bundles) + 1} methods x "
-         f"{len(config.speedup.seeds)} seeds), {skipped} already in {path}")
-    rows, warm = [], set()
-    for label, name, seed in plan:
-        key = _run_key(config, label, name, seed, fingerprints.get(name))
-        if key not in done:
-            if label not in warm:
-                _warm_up(config, label)
-                warm.add(label)
-            method = config.methods.get(name)
-            done[key] = _train_run(config, label, name, method, bundles.get(name), seed, key)
-            _append_result(path, done[key])
-            echo(_run_line(done[key]))
-        rows.append(done[key])
+    seeds, tasks = config.speedup.seeds, config.speedup.tasks
+    grids = {label: entry.lrs(config.speedup.tune_lr) for label, entry in tasks.items()}
+    runs = sum(len(seeds) * (len(grid) + len(bundles)) for grid in grids.values())
+    echo(f"speed-up: {runs} runs ({len(tasks)} tasks x {len(seeds)} seeds x (plain at each lr of the grid + "
+         f"{len(bundles)} methods)), results in {path}")
+    rows: list[dict[str, Any]] = []
+    trained = 0
+    for label in tasks:
+        warm = False
+
+        def run(name: str, seed: int, lr: float) -> dict[str, Any]:
+            nonlocal warm, trained
+            key = _run_key(config, label, name, seed, lr, fingerprints.get(name))
+            if key not in done:
+                if not warm:
+                    _warm_up(config, label)
+                    warm = True
+                done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key)
+                _append_result(path, done[key])
+                echo(_run_line(done[key]))
+                trained += 1
+            return done[key]
+
+        plain = [run(PLAIN, seed, lr) for lr in grids[label] for seed in seeds]
+        choice = select_lr(plain)
+        if len(grids[label]) > 1:
+            bests = ", ".join(f"{lr:g}: {best:.4f}" for lr, best in zip(choice["grid"], choice["best"]))
+            echo(f"  {label}: lr {choice['chosen']:g} (plain's best mean {plain[0]['metric_name']} per lr: {bests})")
+        rows += plain
+        rows += [run(name, seed, choice["chosen"]) for seed in seeds for name in bundles]
+    echo(f"speed-up: {trained} runs trained now, {len(rows) - trained} read from {path}")
     return rows
 
 
 def summarize_task(
     rows: Sequence[dict[str, Any]],
     budget: int,
-    fraction: float,
+    fractions: Sequence[float],
     tolerance: float,
-    target: float | None = None,
+    absolute_target: float | None = None,
+    unit: str = "epochs",
 ) -> dict[str, Any]:
-    """Per-method results of one task from its run rows (plain's included): the target, then for
-    each method epochs and seconds to target (mean, std over seeds), speed-ups, best and final
-    metric, jumps, and its status (ok | target not kept | not reached | reached by k/S seeds)."""
+    """Per-target, per-method results of one task from its run rows: plain's at every lr of the
+    grid and every method's at the chosen lr (rows with one lr only: no grid). Returns the lr
+    choice (`select_lr`), plain's best, the targets (`task_targets`, the first is the headline)
+    and for each target each method's units and seconds to target (mean, std over seeds),
+    speed-ups, best and final metric, jumps, overhead and status (ok | target not kept | not
+    reached | reached by k/S seeds). `target` and `methods` repeat the headline target's."""
+    choice = select_lr([r for r in rows if r["method"] == PLAIN])
+    rows = [r for r in rows if r["lr"] == choice["chosen"]]
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
     plain_best = _best(by_method[PLAIN])
-    goal = target_value(plain_best, fraction) if target is None else target
-    methods = {name: _method_stats(runs, goal, budget) for name, runs in by_method.items()}
-    reference = methods[PLAIN]
-    for name, stats in methods.items():
-        kept = quality_kept(stats["best"], plain_best, tolerance)
-        stats["quality_kept"] = kept
-        stats["speedup_epochs"] = speedup(reference["epochs_mean"], stats["epochs_mean"])
-        stats["speedup_wall"] = speedup(reference["wall_mean"], stats["wall_mean"])
-        stats["counted_epochs"] = counted_speedup(stats["speedup_epochs"], kept)
-        stats["counted_wall"] = counted_speedup(stats["speedup_wall"], kept)
-        seeds = len(stats["epochs"])
-        if not kept:
-            stats["status"] = "target not kept"
-        elif stats["reached"] == 0:
-            stats["status"] = "not reached"
-        elif stats["reached"] < seeds:
-            stats["status"] = f"reached by {stats['reached']}/{seeds} seeds"
-        else:
-            stats["status"] = "ok"
+    targets = {}
+    for name, goal in task_targets(plain_best, fractions, absolute_target).items():
+        methods = {method: _method_stats(runs, goal, budget, unit) for method, runs in by_method.items()}
+        reference = methods[PLAIN]
+        for stats in methods.values():
+            kept = quality_kept(stats["best"], plain_best, tolerance)
+            stats["quality_kept"] = kept
+            stats["speedup_units"] = speedup(reference["units_mean"], stats["units_mean"])
+            stats["speedup_wall"] = speedup(reference["wall_mean"], stats["wall_mean"])
+            stats["counted_units"] = counted_speedup(stats["speedup_units"], kept)
+            stats["counted_wall"] = counted_speedup(stats["speedup_wall"], kept)
+            stats["status"] = _status(stats, kept)
+        targets[name] = {"value": goal, "fixed": name == ABSOLUTE, "methods": methods}
+    headline = next(iter(targets))
     first = rows[0]
     return {
         "task": first["task"], "task_name": first["task_name"], "arch": first["arch"],
-        "optimizer": first["optimizer"], "metric_name": first["metric_name"], "budget": budget,
-        "plain_best": plain_best, "target": goal, "target_fixed": target is not None, "methods": methods,
+        "optimizer": first["optimizer"], "schedule": first.get("schedule", "constant"),
+        "metric_name": first["metric_name"], "budget": budget, "unit": unit, "lr": choice,
+        "plain_best": plain_best, "headline": headline, "targets": targets,
+        "target": targets[headline]["value"], "methods": targets[headline]["methods"],
     }
 
 
 def summarize(config: EvalConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`{"tasks": {label: summarize_task(...)}, "methods": {name: geometric means over tasks}}`
-    for the rows of `run_speedup`."""
+    """`{"targets": [names, headline first], "tasks": {label: summarize_task(...)}, "methods":
+    {name: per-target geometric means over tasks, jumps, overhead}}` for the rows of `run_speedup`.
+    A method's top-level `geomean_units` / `geomean_wall` are the headline target's."""
+    s = config.speedup
     tasks = {}
-    for label, entry in config.speedup.tasks.items():
-        task_rows = [r for r in rows if r["task"] == label]
+    for label, entry in s.tasks.items():
+        budget, unit = budget_of(entry)
         tasks[label] = summarize_task(
-            task_rows, entry.epochs, config.speedup.fraction, config.speedup.quality_tolerance, entry.target
+            [r for r in rows if r["task"] == label], budget, [s.fraction, *s.extra_fractions],
+            s.quality_tolerance, entry.absolute_target, unit,
         )
     names = list(dict.fromkeys(r["method"] for r in rows if r["method"] != PLAIN))
+    target_names = list(dict.fromkeys(t for task in tasks.values() for t in task["targets"]))
     methods = {}
     for name in names:
+        per_target = {}
+        for target in target_names:
+            stats = [
+                t["targets"][target]["methods"][name] for t in tasks.values()
+                if target in t["targets"] and name in t["targets"][target]["methods"]
+            ]
+            per_target[target] = {
+                "tasks": len(stats),
+                "geomean_units": geometric_mean([x["counted_units"] for x in stats]),
+                "geomean_wall": geometric_mean([x["counted_wall"] for x in stats]),
+                "kept": sum(x["quality_kept"] for x in stats),
+                "reached": sum(x["reached"] > 0 for x in stats),
+            }
         stats = [t["methods"][name] for t in tasks.values() if name in t["methods"]]
+        headline = per_target[target_names[0]]
         methods[name] = {
-            "tasks": len(stats),
-            "geomean_epochs": geometric_mean([s["counted_epochs"] for s in stats]),
-            "geomean_wall": geometric_mean([s["counted_wall"] for s in stats]),
-            "kept": sum(s["quality_kept"] for s in stats),
-            "reached": sum(s["reached"] > 0 for s in stats),
-            "accepted": sum(s["jumps"]["accepted"] for s in stats),
-            "rolled_back": sum(s["jumps"]["rolled_back"] for s in stats),
-            "overhead_max": max(s["overhead_max"] for s in stats),
+            **headline,
+            "targets": per_target,
+            "accepted": sum(x["jumps"]["accepted"] for x in stats),
+            "rolled_back": sum(x["jumps"]["rolled_back"] for x in stats),
+            "skipped": sum(x["jumps"]["skipped"] for x in stats),
+            "overhead_mean": float(np.mean([x["overhead"] for x in stats])),
+            "overhead_max": max(x["overhead_max"] for x in stats),
         }
-    return {"tasks": tasks, "methods": methods}
+    return {"targets": target_names, "tasks": tasks, "methods": methods}
 
 
-def _method_stats(runs: list[dict[str, Any]], target: float, budget: int) -> dict[str, Any]:
-    """Epochs / seconds to target per seed (not reached: the budget), their mean and std, best and
-    final metric, jump counters summed over seeds and the nowcaster's seconds per run."""
-    epochs, walls, reached = [], [], 0
+def _status(stats: dict[str, Any], kept: bool) -> str:
+    seeds = len(stats["units"])
+    if not kept:
+        return "target not kept"
+    if stats["reached"] == 0:
+        return "not reached"
+    if stats["reached"] < seeds:
+        return f"reached by {stats['reached']}/{seeds} seeds"
+    return "ok"
+
+
+def _method_stats(runs: list[dict[str, Any]], target: float, budget: int, unit: str) -> dict[str, Any]:
+    """Units (epochs or steps) and seconds to target per seed (not reached: the budget), their
+    mean and std, best and final metric, jump counters summed over seeds and the overhead."""
+    units, walls, reached = [], [], 0
     for run in runs:
-        epoch = epochs_to_target(run["val_metric"], target)
-        if epoch is None:
-            last = len(run["wall_time"]) - 1
-            epochs.append(budget)
-            walls.append(run["wall_time"][-1] / max(last, 1) * budget)
+        xs = _units(run, unit)
+        at = units_to_target(run["val_metric"], xs, target)
+        if at is None:
+            units.append(budget)
+            walls.append(run["wall_time"][-1] / max(xs[len(run["wall_time"]) - 1], 1) * budget)
         else:
             reached += 1
-            epochs.append(epoch)
-            walls.append(run["wall_time"][epoch])
+            units.append(at)
+            walls.append(run["wall_time"][xs.index(at)])
     finals = [_last_finite(run["val_metric"]) for run in runs]
-    jumps = {k: sum((run["jumps"] or {}).get(k, 0) for run in runs) for k in _JUMP_KEYS}
+    jumps = {k: sum((run["jumps"] or {}).get(k, 0) for run in runs) for k in _jump_keys(runs)}
+    for key in ("attempted", "accepted", "skipped"):
+        jumps.setdefault(key, 0)
     jumps["rolled_back"] = _rolled_back(jumps)
     jumps["seconds"] = sum((run["jumps"] or {}).get("seconds", 0.0) for run in runs) / len(runs)
     overheads = [_overhead(run) for run in runs]
     return {
         "seeds": [run["seed"] for run in runs],
-        "epochs": epochs,
-        "epochs_mean": float(np.mean(epochs)),
-        "epochs_std": float(np.std(epochs)),
+        "unit": unit,
+        "units": units,
+        "units_mean": float(np.mean(units)),
+        "units_std": float(np.std(units)),
         "wall": walls,
         "wall_mean": float(np.mean(walls)),
         "wall_std": float(np.std(walls)),
@@ -310,14 +419,24 @@ def _method_stats(runs: list[dict[str, Any]], target: float, budget: int) -> dic
     }
 
 
+def _units(run: dict[str, Any], unit: str) -> list[float]:
+    """The epoch or step of each record of a run (epochs: the record index)."""
+    if unit == "steps":
+        return list(run["step"])
+    return list(range(len(run["val_metric"])))
+
+
 def _overhead(run: dict[str, Any]) -> float:
     """The nowcaster's seconds (snapshots, predictions, guard probes) as a fraction of the rest of
-    the run's seconds (training and evaluation): its cost relative to an epoch, averaged over epochs."""
+    the run's seconds (training and evaluation)."""
     seconds = (run["jumps"] or {}).get("seconds", 0.0)
     return seconds / max(run["wall_time"][-1] - seconds, 1e-12)
 
 
-_JUMP_KEYS = ("attempted", "accepted", "rolled_back_guard", "rolled_back_nonfinite")
+def _jump_keys(runs: list[dict[str, Any]]) -> list[str]:
+    """The jump counters the runs recorded (attempted and every outcome), without calls and seconds."""
+    keys = dict.fromkeys(k for run in runs for k in (run["jumps"] or {}))
+    return [k for k in keys if k != "calls" and not k.endswith("seconds")]
 
 
 def _best(runs: list[dict[str, Any]]) -> float:
@@ -327,7 +446,7 @@ def _best(runs: list[dict[str, Any]]) -> float:
 
 
 def _rolled_back(jumps: dict[str, Any]) -> int:
-    return jumps["rolled_back_guard"] + jumps["rolled_back_nonfinite"]
+    return sum(v for k, v in jumps.items() if k.startswith("rolled_back") and k != "rolled_back")
 
 
 def _last_finite(values: list[float]) -> float:
@@ -335,12 +454,22 @@ def _last_finite(values: list[float]) -> float:
     return finite[-1] if finite else math.nan
 
 
+def _call_every(method: MethodConfig, entry: EvalTask) -> int:
+    """Optimizer steps between the method's nowcaster calls on a task (0: once per epoch)."""
+    return method.every_steps or entry.nowcast_every_steps
+
+
 def _check_jumps(
-    name: str, method: MethodConfig, nowcaster: Nowcaster, epochs: int, steps_per_epoch: int, where: str
+    name: str, method: MethodConfig, entry: EvalTask, nowcaster: Nowcaster, steps: int, per_epoch: int,
+    where: str,
 ) -> None:
-    """A method whose first jump would come after the run's last nowcaster call cannot speed it up."""
-    unit = "epochs" if not method.every_steps else f"calls every {method.every_steps} optimizer steps"
-    calls = epochs if not method.every_steps else epochs * steps_per_epoch // method.every_steps
+    """A method whose first jump would come after the run's last nowcaster call cannot speed it up.
+    `steps`: the run's optimizer steps; `per_epoch`: steps per epoch."""
+    every = _call_every(method, entry)
+    if every:
+        unit, calls = f"calls every {every} optimizer steps", steps // every
+    else:
+        unit, calls = "epochs", steps // per_epoch  # full epochs: the nowcaster is called at their ends
     resolved = nowcaster.config
     first = resolved.period if resolved.mode == "nowcast" else resolved.farcast_after
     if first > calls:
@@ -348,26 +477,33 @@ def _check_jumps(
         raise ConfigError(
             f"method {name!r} on {where}: its first jump comes after {setting}={first} {unit} (the bundle's "
             f"window is {nowcaster.bundle.input_length}), but the run has only {calls}; train longer "
-            "(epochs), call the nowcaster more often (every_steps) or use a bundle with a shorter window"
+            "(epochs or max_steps), call the nowcaster more often (every_steps, or the task's "
+            "nowcast_every_steps) or use a bundle with a shorter window"
         )
 
 
 def _warm_up(config: EvalConfig, label: str) -> None:
-    """One untimed epoch of the task, so that first-call costs (kernel selection, allocator
-    growth) do not fall on the wall-clock of whichever run comes first."""
-    train(dataclasses.replace(config.train_config(label, config.speedup.seeds[0]), epochs=1))
+    """One untimed epoch of the task (a few steps of a step-based one), so that first-call costs
+    (kernel selection, allocator growth) do not fall on the wall-clock of whichever run comes first."""
+    entry = config.speedup.tasks[label]
+    warm = dataclasses.replace(
+        config.train_config(label, config.speedup.seeds[0]), epochs=1,
+        max_steps=min(entry.max_steps, entry.eval_every_steps or entry.max_steps),
+    )
+    train(warm)
 
 
 def _train_run(
-    config: EvalConfig, label: str, name: str, method: MethodConfig | None, bundle: PredictorBundle | None,
-    seed: int, key: str,
+    config: EvalConfig, label: str, name: str, bundle: PredictorBundle | None, seed: int, lr: float, key: str,
 ) -> dict[str, Any]:
-    """Train one (task, method, seed) and return its results row."""
-    train_config = config.train_config(label, seed)
+    """Train one (task, method, seed) at learning rate `lr` and return its results row."""
+    entry = config.speedup.tasks[label]
+    train_config = config.train_config(label, seed, lr)
     hook = None
     if bundle is not None:
+        method = config.methods[name]
         hook = NowcastHook(
-            bundle, method.nowcast, every_steps=method.every_steps, probe_size=method.probe_size
+            bundle, method.nowcast, every_steps=_call_every(method, entry), probe_size=method.probe_size
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NowcastWarning)  # reported by preflight; rollbacks are counted
@@ -375,23 +511,30 @@ def _train_run(
     history = result.history
     jumps = None
     if hook is not None:
-        stats = hook.stats
-        jumps = {k: getattr(stats, k) for k in (*_JUMP_KEYS, "calls", "seconds")}
-    entry = config.speedup.tasks[label]
+        stats = dataclasses.asdict(hook.stats)
+        jumps = {k: v for k, v in stats.items() if isinstance(v, (int, float))}  # counters and seconds
+    budget, unit = budget_of(entry)
     return {
         "key": key, "task": label, "task_name": entry.task, "arch": entry.arch,
-        "optimizer": entry.optimizer.name, "method": name, "seed": seed, "epochs": entry.epochs,
+        "optimizer": entry.optimizer.name, "schedule": entry.schedule.name, "lr": lr, "method": name,
+        "seed": seed, "budget": budget, "unit": unit,
         "metric_name": history.metric_name, "diverged": history.diverged,
         "val_metric": history.column("val_metric"), "val_loss": history.column("val_loss"),
-        "train_loss": history.column("train_loss"), "wall_time": history.column("wall_time"), "jumps": jumps,
+        "train_loss": history.column("train_loss"), "epoch": history.column("epoch"),
+        "step": history.column("step"), "wall_time": history.column("wall_time"), "jumps": jumps,
     }
 
 
-def _run_key(config: EvalConfig, label: str, name: str, seed: int, fingerprint: str | None) -> str:
+def _run_key(
+    config: EvalConfig, label: str, name: str, seed: int, lr: float, fingerprint: str | None
+) -> str:
     method = None if name == PLAIN else dataclasses.asdict(config.methods[name])
+    task = dataclasses.asdict(config.speedup.tasks[label])
+    for setting in ("lr_grid", "absolute_target"):  # the grid chooses the lr, which is in the key
+        del task[setting]
+    task["optimizer"]["lr"] = lr
     payload = {
-        "task": dataclasses.asdict(config.speedup.tasks[label]), "method": method, "bundle": fingerprint,
-        "seed": seed, "device": config.device,
+        "task": task, "lr": lr, "method": method, "bundle": fingerprint, "seed": seed, "device": config.device,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -402,10 +545,11 @@ def _run_line(row: dict[str, Any]) -> str:
     jumps = row["jumps"]
     jumped = ""
     if jumps is not None:
-        jumped = f", jumps {jumps['accepted']} accepted / {_rolled_back(jumps)} rolled back"
+        jumped = f", jumps {jumps.get('accepted', 0)} accepted / {_rolled_back(jumps)} rolled back"
+    span = f"{row['step'][-1]} steps" if row["unit"] == "steps" else f"{len(metric) - 1} epochs"
     return (
-        f"  {row['task']:<20} {row['method']:<16} seed {row['seed']}: best {row['metric_name']} {best:.4f} "
-        f"in {len(metric) - 1} epochs, {row['wall_time'][-1]:.1f} s{jumped}"
+        f"  {row['task']:<20} {row['method']:<16} lr {row['lr']:<8g} seed {row['seed']}: best "
+        f"{row['metric_name']} {best:.4f} in {span}, {row['wall_time'][-1]:.1f} s{jumped}"
     )
 
 

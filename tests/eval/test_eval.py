@@ -1,7 +1,9 @@
-"""The eval stage: exact metric functions (epochs to target, speed-up, quality kept, geometric mean,
-relative distance and direction), the debug config end to end (report files, finite numbers,
-resume), zero-shot refusal, unavailable bundles, bad input stopping eval before any training run,
-and the quick start end to end in a reduced form."""
+"""The eval stage: exact metric functions (targets, epochs or steps to target, speed-up, quality
+kept, geometric mean, relative distance and direction), the lr grid's choice, step-level curves
+(the zoo loop's step budget and their units to target), the report's columns, the protocol's
+defaults, the debug config end to end (report files, finite numbers, resume), zero-shot refusal,
+unavailable bundles, bad input stopping eval before any training run, and the quick start end to
+end in a reduced form."""
 
 import json
 import math
@@ -17,8 +19,10 @@ from weightcast.eval.config import check_zero_shot, load_eval_config, open_metho
 from weightcast.eval.cli import COMMAND, run_eval
 from weightcast.eval.forecast import relative_direction, relative_distance
 from weightcast.eval.quickstart import quickstart
-from weightcast.eval.report import REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT
+from weightcast.eval.config import DEFAULT_LR_GRIDS, EvalTask, SpeedupConfig
+from weightcast.eval.report import REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT, method_colors, speedup_table, task_table
 from weightcast.eval.speedup import (
+    ABSOLUTE,
     PLAIN,
     RESULTS_FILE,
     counted_speedup,
@@ -26,10 +30,15 @@ from weightcast.eval.speedup import (
     geometric_mean,
     mean_curve,
     quality_kept,
+    select_lr,
     speedup,
     summarize_task,
     target_value,
+    task_targets,
+    units_to_target,
 )
+from weightcast.zoo.optim import OptimizerConfig
+from weightcast.zoo.train import Hook, TrainConfig, train
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.train_predictor.bundle import save_bundle
 from weightcast.train_predictor.predictors import LFD2, WNN
@@ -42,6 +51,7 @@ DEBUG = ROOT / "configs" / "eval" / "debug.yaml"
 COLLECT_DEBUG = ROOT / "configs" / "collect" / "debug.yaml"
 TINY_MLP = "{depth: 1, width: 8}"
 WINE, DIGITS = "speedup.tasks.wine-mlp", "speedup.tasks.digits-mlp-sgd"  # the debug config's tasks
+DEBUG_TASKS = ["wine-mlp", "digits-mlp-sgd", "breast-cancer-steps"]
 
 
 # ---- metric functions, exact values -------------------------------------------------------------
@@ -57,6 +67,24 @@ def test_epochs_to_target_is_the_first_epoch_at_or_above_it():
     assert epochs_to_target([0.1, 0.5, 0.7, 0.9], 0.7) == 2
     assert epochs_to_target([0.8, 0.5], 0.7) == 0
     assert epochs_to_target([0.1, math.nan, 0.6], 0.7) is None
+
+
+def test_targets_headline_fractions_and_absolute():
+    # 0.99 x 0.8 = 0.792, 0.95 x 0.8 = 0.76; the fixed target as given; the headline first
+    targets = task_targets(0.8, [0.99, 0.95], absolute=0.7)
+    assert list(targets) == ["99%", "95%", ABSOLUTE]
+    assert targets["99%"] == pytest.approx(0.792) and targets["95%"] == pytest.approx(0.76)
+    assert targets[ABSOLUTE] == 0.7
+    assert task_targets(-0.5, [0.99]) == {"99%": pytest.approx(-0.505)}  # R^2 below 0: below the best
+    defaults = SpeedupConfig()  # the protocol is what `weightcast eval` does by default
+    assert defaults.fraction == 0.99 and defaults.extra_fractions == [0.95] and defaults.tune_lr
+
+
+def test_units_to_target_reads_the_steps_of_the_records():
+    steps = [0, 24, 48, 72, 96]
+    assert units_to_target([0.1, 0.4, 0.7, 0.8, 0.9], steps, 0.75) == 72
+    assert units_to_target([0.1, 0.4, math.nan, 0.8, 0.9], steps, 0.5) == 72
+    assert units_to_target([0.1, 0.4], steps, 0.5) is None
 
 
 def test_speedup_quality_and_geometric_mean():
@@ -76,17 +104,49 @@ def test_mean_curve_ignores_runs_that_stopped():
     assert mean_curve([[0.0, 1.0, 2.0], [2.0, math.nan]]) == [1.0, 1.0, 2.0]
 
 
-def _row(method, seed, curve, wall_per_epoch=1.0, accepted=0):
+def _row(method, seed, curve, wall_per_epoch=1.0, accepted=0, lr=1e-3, every=1, rolled_back=0):
     jumps = None if method == PLAIN else {
-        "attempted": accepted, "accepted": accepted, "rolled_back_guard": 0, "rolled_back_nonfinite": 0,
-        "calls": len(curve) - 1, "seconds": 0.1,
+        "attempted": accepted + rolled_back, "accepted": accepted, "rolled_back_guard": rolled_back,
+        "rolled_back_nonfinite": 0, "calls": len(curve) - 1, "seconds": 0.1,
     }
+    unit = "epochs" if every == 1 else "steps"
     return {
-        "key": f"{method}-{seed}", "task": "t", "task_name": "wine", "arch": "mlp", "optimizer": "adam",
-        "method": method, "seed": seed, "epochs": 6, "metric_name": "accuracy", "diverged": False,
-        "val_metric": curve, "val_loss": [0.0] * len(curve), "train_loss": [None] + [0.0] * (len(curve) - 1),
+        "key": f"{method}-{seed}-{lr}", "task": "t", "task_name": "wine", "arch": "mlp", "optimizer": "adam",
+        "lr": lr, "method": method, "seed": seed, "budget": 6 * every, "unit": unit, "metric_name": "accuracy",
+        "diverged": False, "val_metric": curve, "val_loss": [0.0] * len(curve),
+        "train_loss": [None] + [0.0] * (len(curve) - 1), "epoch": list(range(len(curve))),
+        "step": [every * e for e in range(len(curve))],
         "wall_time": [wall_per_epoch * e for e in range(len(curve))], "jumps": jumps,
     }
+
+
+def test_lr_grid_choice_by_plain_training_best_mean_over_seeds():
+    rows = [
+        _row(PLAIN, 0, [0.1, 0.6, 0.80], lr=3e-4), _row(PLAIN, 1, [0.1, 0.6, 0.70], lr=3e-4),  # best 0.75
+        _row(PLAIN, 0, [0.1, 0.9, 0.85], lr=1e-3), _row(PLAIN, 1, [0.1, 0.7, 0.85], lr=1e-3),  # best 0.85
+        _row(PLAIN, 0, [0.1, 0.95, 0.2], lr=3e-3), _row(PLAIN, 1, [0.1, 0.5, math.nan], lr=3e-3),  # 0.725
+    ]
+    choice = select_lr(list(reversed(rows)))  # the order of the rows does not matter
+    assert choice["grid"] == [3e-4, 1e-3, 3e-3] and choice["chosen"] == 1e-3 and not choice["at_edge"]
+    assert choice["best"] == pytest.approx([0.75, 0.85, 0.725])  # mean curves' maxima
+    # the best seed alone (0.95 at 3e-3) does not choose; a tie goes to the smaller lr
+    tie = select_lr([_row(PLAIN, 0, [0.1, 0.8], lr=0.1), _row(PLAIN, 0, [0.1, 0.8], lr=0.01)])
+    assert tie["chosen"] == 0.01 and tie["at_edge"]
+    assert select_lr([_row(PLAIN, 0, [0.1, 0.8], lr=0.1)]) == {
+        "grid": [0.1], "best": [0.8], "chosen": 0.1, "at_edge": False,
+    }
+    with pytest.raises(ConfigError, match="diverged at every learning rate"):
+        select_lr([_row(PLAIN, 0, [math.nan], lr=0.1)])
+    # methods train at the chosen lr only; plain's runs at the other lrs are the grid's
+    summary = summarize_task(rows + [_row("m", s, [0.1, 0.86, 0.86], lr=1e-3) for s in (0, 1)], 2, [0.99], 0.01)
+    assert summary["lr"]["chosen"] == 1e-3 and summary["plain_best"] == pytest.approx(0.85)
+    assert summary["methods"][PLAIN]["seeds"] == [0, 1] and summary["methods"]["m"]["units"] == [1, 1]
+    grid = EvalTask(task="wine", optimizer=OptimizerConfig("sgd")).lrs(tune=True)
+    assert grid == DEFAULT_LR_GRIDS["sgd"] == [0.01, 0.03, 0.1]
+    assert EvalTask(task="wine", lr_grid=[0.3, 0.1]).lrs(tune=True) == [0.1, 0.3]
+    assert EvalTask(task="wine", optimizer=OptimizerConfig("adam", lr=0.005)).lrs(tune=False) == [0.005]
+    with pytest.raises(ConfigError, match="lr_grid"):
+        EvalTask(task="wine", lr_grid=[0.0])
 
 
 def test_summarize_task_by_hand():
@@ -100,29 +160,120 @@ def test_summarize_task_by_hand():
         _row("never", 0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], wall_per_epoch=2.0),  # budget: 6
         _row("never", 1, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0], wall_per_epoch=2.0),  # epoch 6
     ]
-    task = summarize_task(rows, budget=6, fraction=0.95, tolerance=0.01)
-    assert task["plain_best"] == 1.0 and task["target"] == pytest.approx(0.95)
+    task = summarize_task(rows, budget=6, fractions=[0.95], tolerance=0.01)
+    assert task["plain_best"] == 1.0 and task["target"] == pytest.approx(0.95) and task["headline"] == "95%"
     plain, fast, lossy, never = (task["methods"][m] for m in (PLAIN, "fast", "lossy", "never"))
-    assert plain["epochs"] == [5, 6] and plain["epochs_mean"] == 5.5 and plain["epochs_std"] == 0.5
-    assert plain["wall_mean"] == 5.5 and plain["speedup_epochs"] == 1.0
-    assert fast["epochs"] == [2, 3] and fast["speedup_epochs"] == pytest.approx(2.2)
+    assert plain["units"] == [5, 6] and plain["units_mean"] == 5.5 and plain["units_std"] == 0.5
+    assert plain["wall_mean"] == 5.5 and plain["speedup_units"] == 1.0
+    assert fast["units"] == [2, 3] and fast["speedup_units"] == pytest.approx(2.2)
     assert fast["speedup_wall"] == pytest.approx(2.2) and fast["status"] == "ok"
-    assert fast["counted_epochs"] == pytest.approx(2.2) and fast["jumps"]["accepted"] == 3
+    assert fast["counted_units"] == pytest.approx(2.2) and fast["jumps"]["accepted"] == 3
     assert fast["overhead"] == pytest.approx(0.1 / 5.9)  # 0.1 s of the nowcaster in a 6 s run
     assert never["overhead_max"] == pytest.approx(0.1 / 11.9) and plain["overhead"] == 0.0
-    assert lossy["epochs_mean"] == 1.0 and lossy["speedup_epochs"] == 5.5
+    assert lossy["units_mean"] == 1.0 and lossy["speedup_units"] == 5.5
     assert lossy["status"] == "target not kept" and not lossy["quality_kept"]
-    assert lossy["counted_epochs"] == pytest.approx(1 / 5.5)
-    assert never["epochs"] == [6, 6] and never["reached"] == 1  # not reached: counts the budget
-    assert never["wall"] == [12.0, 12.0] and never["speedup_epochs"] == pytest.approx(5.5 / 6)
+    assert lossy["counted_units"] == pytest.approx(1 / 5.5)
+    assert never["units"] == [6, 6] and never["reached"] == 1  # not reached: counts the budget
+    assert never["wall"] == [12.0, 12.0] and never["speedup_units"] == pytest.approx(5.5 / 6)
     assert never["status"] == "target not kept"  # its mean curve peaks at 0.85
     rows += [_row("slow", seed, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9]) for seed in (0, 1)]
-    lenient = summarize_task(rows, budget=6, fraction=0.95, tolerance=0.5)["methods"]
+    lenient = summarize_task(rows, budget=6, fractions=[0.95], tolerance=0.5)["methods"]
     assert lenient["never"]["status"] == "reached by 1/2 seeds"
-    assert lenient["slow"]["status"] == "not reached" and lenient["slow"]["epochs"] == [6, 6]
-    assert lenient["slow"]["counted_epochs"] == pytest.approx(5.5 / 6)
-    fixed = summarize_task(rows, budget=6, fraction=0.95, tolerance=0.01, target=0.5)
-    assert fixed["target"] == 0.5 and fixed["methods"][PLAIN]["epochs"] == [2, 2]
+    assert lenient["slow"]["status"] == "not reached" and lenient["slow"]["units"] == [6, 6]
+    assert lenient["slow"]["counted_units"] == pytest.approx(5.5 / 6)
+    # every target at once: 99% (headline) = 0.99, 95% = 0.95, the fixed one 0.5
+    three = summarize_task(rows, budget=6, fractions=[0.99, 0.95], tolerance=0.01, absolute_target=0.5)
+    assert list(three["targets"]) == ["99%", "95%", ABSOLUTE] and three["headline"] == "99%"
+    assert [t["value"] for t in three["targets"].values()] == pytest.approx([0.99, 0.95, 0.5])
+    assert three["targets"][ABSOLUTE]["fixed"] and not three["targets"]["99%"]["fixed"]
+    assert three["targets"]["99%"]["methods"][PLAIN]["units"] == [5, 6]  # 1.0 >= 0.99 at epochs 5, 6
+    assert three["targets"]["99%"]["methods"]["fast"]["units"] == [3, 4]
+    assert three["targets"][ABSOLUTE]["methods"][PLAIN]["units"] == [2, 2]
+    assert three["methods"] is three["targets"]["99%"]["methods"]
+
+
+def test_step_level_curves_to_target_by_hand():
+    # a step-based task validated every 24 steps, budget 144 steps, 1.5 s per validation interval
+    rows = [
+        _row(PLAIN, 0, [0.1, 0.3, 0.5, 0.7, 0.9, 1.0, 1.0], every=24, wall_per_epoch=1.5),  # 0.99: step 120
+        _row(PLAIN, 1, [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0], every=24, wall_per_epoch=1.5),  # step 144
+        _row("jumpy", 0, [0.1, 0.3, 1.0, 1.0, 1.0, 1.0, 1.0], every=24, wall_per_epoch=2.0, accepted=1),  # 48
+        _row("jumpy", 1, [0.1, 0.3, 0.5, 1.0, 1.0, 1.0, 1.0], every=24, wall_per_epoch=2.0, rolled_back=1),  # 72
+    ]
+    task = summarize_task(rows, budget=144, fractions=[0.99], tolerance=0.01, unit="steps")
+    plain, jumpy = task["methods"][PLAIN], task["methods"]["jumpy"]
+    assert task["unit"] == "steps" and task["budget"] == 144
+    assert plain["units"] == [120, 144] and plain["units_mean"] == 132 and plain["wall"] == [7.5, 9.0]
+    assert jumpy["units"] == [48, 72] and jumpy["wall"] == [4.0, 6.0]
+    assert jumpy["speedup_units"] == pytest.approx(132 / 60) and jumpy["speedup_wall"] == pytest.approx(8.25 / 5)
+    assert jumpy["jumps"]["accepted"] == 1 and jumpy["jumps"]["rolled_back"] == 1
+    # not reached: the budget in steps, and its seconds per step x the budget
+    never = [_row(PLAIN, 0, [0.1, 1.0], every=24), _row("never", 0, [0.1, 0.2], every=24, wall_per_epoch=3.0)]
+    stats = summarize_task(never, budget=144, fractions=[0.99], tolerance=0.9, unit="steps")["methods"]["never"]
+    assert stats["units"] == [144] and stats["wall"] == [3.0 / 24 * 144] and stats["status"] == "not reached"
+
+
+class _EpochEnds(Hook):
+    def __init__(self):
+        self.steps = []
+
+    def on_epoch_end(self, state):
+        self.steps.append(state.step)
+
+
+def test_zoo_loop_step_budget_and_step_level_validation():
+    # wine: 142 training examples, batch 32 -> 4 steps per epoch
+    base = dict(task="wine", arch="mlp", arch_kwargs={"depth": 1, "width": 8}, batch_size=32)
+    hook = _EpochEnds()
+    history = train(TrainConfig(**base, max_steps=10, eval_every_steps=3), hooks=[hook]).history
+    assert history.column("step") == [0, 3, 6, 9, 10]  # every 3 steps, and the budget's last step
+    assert history.column("epoch") == [0, 1, 2, 3, 3]  # the epoch in progress
+    assert hook.steps == [4, 8]  # full epochs only: the third is cut at step 10
+    assert history.records[-1].lr == history.records[1].lr  # constant schedule
+    by_epoch = train(TrainConfig(**base, max_steps=10)).history
+    assert by_epoch.column("step") == [0, 4, 8, 10]  # epoch ends, then the budget's end
+    # the same weights, whatever the validation cadence: validation does not touch the run
+    assert by_epoch.records[-1].val_loss == pytest.approx(history.records[-1].val_loss, rel=1e-6)
+    epochs = train(TrainConfig(**base, epochs=3)).history
+    assert epochs.column("step") == [0, 4, 8, 12] and epochs.column("epoch") == [0, 1, 2, 3]
+    assert epochs.records[2].val_loss == by_epoch.records[2].val_loss  # epoch-based: as before
+    with pytest.raises(ConfigError, match="max_steps"):
+        TrainConfig(**base, max_steps=-1)
+
+
+def test_report_columns_and_one_colour_per_method():
+    rows = [
+        _row(PLAIN, 0, [0.1, 0.5, 0.9, 1.0], wall_per_epoch=1.25),
+        _row("wnn", 0, [0.1, 0.9, 1.0, 1.0], wall_per_epoch=1.5, accepted=2, rolled_back=1),
+    ]
+    task = summarize_task(rows, budget=3, fractions=[0.99, 0.95], tolerance=0.01, absolute_target=0.5)
+    summary = {
+        "targets": list(task["targets"]), "tasks": {"t": task},
+        "methods": {"wnn": {
+            "targets": {name: {"tasks": 1, "geomean_units": t["methods"]["wnn"]["counted_units"],
+                               "geomean_wall": t["methods"]["wnn"]["counted_wall"], "kept": 1, "reached": 1}
+                        for name, t in task["targets"].items()},
+            "accepted": 2, "rolled_back": 1, "skipped": 0, "overhead_mean": 0.1 / 4.4, "overhead_max": 0.1 / 4.4,
+        }},
+    }
+    table = speedup_table(summary).splitlines()
+    assert table[0] == (
+        "| method | t (epochs / wall) | geo-mean (epochs or steps) | geo-mean (wall-clock) | quality kept (tasks) "
+        "| jumps accepted / rolled back / skipped | overhead (mean / max) |"
+    )
+    # 99%: plain at epoch 3 (3.75 s), wnn at epoch 2 (3.0 s): 1.50x in epochs, 1.25x in wall-clock
+    assert table[3] == "| wnn | 1.50x / 1.25x | 1.50x | 1.25x | 1/1 | 2 / 1 / 0 | 2.3% / 2.3% |"
+    # absolute 0.5: plain at epoch 1 (1.25 s), wnn at epoch 1 (1.5 s)
+    assert speedup_table(summary, ABSOLUTE).splitlines()[3].startswith("| wnn | 1.00x / 0.83x |")
+    lines = task_table(task).splitlines()
+    assert lines[0] == (
+        "| method | epochs to target | speed-up | seconds to target (predictor included) | speed-up (wall) "
+        "| best accuracy | final accuracy | jumps accepted / rolled back / skipped (all seeds) | overhead | status |"
+    )
+    assert lines[2] == "| plain | 3.0 ± 0.0 | 1.00x | 3.75 ± 0.00 | 1.00x | 1.0000 | 1.0000 ± 0.0000 | - | - | ok |"
+    assert lines[3] == "| wnn | 2.0 ± 0.0 | 1.50x | 3.00 ± 0.00 | 1.25x | 1.0000 | 1.0000 ± 0.0000 | 2 / 1 / 0 | 2.3% | ok |"
+    colors = method_colors(["wnn", "linear-fit", "plp"])
+    assert colors == {PLAIN: "black", "wnn": "C0", "linear-fit": "C1", "plp": "C2"}
 
 
 def test_relative_distance_and_direction_by_hand():
@@ -173,26 +324,36 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
     out = tmp_path / "eval"
     config = load_eval_config(DEBUG, _overrides(inputs, out, "speedup.tasks.wine-mlp.epochs=6",
                                                 "speedup.tasks.digits-mlp-sgd.epochs=6"))
+    assert config.speedup.fraction == 0.99 and config.speedup.tune_lr
     result = run_eval(config, echo=lambda line: None)
 
-    for name in (REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT, "curves_wine-mlp.png", "curves_digits-mlp-sgd.png",
-                 "forecast.json", RESULTS_FILE, "config.yaml", "meta.json"):
+    curves = [f"curves_{label}.png" for label in DEBUG_TASKS]
+    for name in (REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT, *curves, "forecast.json", RESULTS_FILE, "config.yaml",
+                 "meta.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = json.loads((out / REPORT_JSON).read_text(), parse_constant=pytest.fail)  # strict JSON
     methods = ["linear-fit", "plp", "wnn", "lfd2-nowcast", "lfd2-farcast"]
     assert list(report["speedup"]["methods"]) == methods
-    for label in ("wine-mlp", "digits-mlp-sgd"):
+    assert result.summary["targets"] == ["99%", "95%", ABSOLUTE]
+    for label in DEBUG_TASKS:
         task = result.summary["tasks"][label]
         assert 0 < task["target"] < task["plain_best"] <= 1
+        assert task["target"] == pytest.approx(task["plain_best"] * 0.99)
+        assert task["lr"]["chosen"] in task["lr"]["grid"] and len(task["lr"]["best"]) == len(task["lr"]["grid"])
         for name in [PLAIN, *methods]:
             stats = task["methods"][name]
-            assert len(stats["epochs"]) == 2  # two seeds
-            for key in ("epochs_mean", "wall_mean", "speedup_epochs", "speedup_wall", "best", "final_mean"):
+            assert len(stats["units"]) == 2  # two seeds
+            for key in ("units_mean", "wall_mean", "speedup_units", "speedup_wall", "best", "final_mean"):
                 assert math.isfinite(stats[key]), (label, name, key)
             if name != PLAIN:
-                assert stats["jumps"]["attempted"] >= 2, (label, name)  # every method jumped
+                assert stats["jumps"]["attempted"] + stats["jumps"]["skipped"] >= 2, (label, name)  # jumps were due
+    assert result.summary["tasks"]["wine-mlp"]["lr"]["grid"] == [3e-4, 1e-3, 3e-3]
+    assert list(result.summary["tasks"]["wine-mlp"]["targets"]) == ["99%", "95%", ABSOLUTE]
+    steps = result.summary["tasks"]["breast-cancer-steps"]
+    assert steps["unit"] == "steps" and steps["budget"] == 60
+    assert all(u % 6 == 0 for u in steps["methods"][PLAIN]["units"])  # validated every 6 steps
     for means in result.summary["methods"].values():
-        assert math.isfinite(means["geomean_epochs"]) and math.isfinite(means["geomean_wall"])
+        assert math.isfinite(means["geomean_units"]) and math.isfinite(means["geomean_wall"])
 
     rows = result.forecast.rows
     assert {r.method for r in rows} == {"no-jump", "linear-fit", "plp", "wnn", "lfd2"}
@@ -210,16 +371,18 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
 
     markdown = (out / REPORT_FILE).read_text()
     assert "`test-zoo`" in markdown  # names the collection the bundles were trained on
-    assert "| wine-mlp | digits-mlp-sgd | geo-mean (epochs)" in markdown
+    assert "| wine-mlp (epochs / wall) | digits-mlp-sgd (epochs / wall) | breast-cancer-steps (steps / wall) |" in markdown
+    assert "### Summary at 99% of plain's best (headline)" in markdown and "| 0.001 |" in markdown
     lines = (out / RESULTS_FILE).read_text().splitlines()
-    assert len(lines) == 2 * 6 * 2  # tasks x (plain + 5 methods) x seeds
+    assert len(lines) == 2 * (3 + 2 + 1) + 3 * 2 * 5  # seeds x lrs of the grids + tasks x seeds x methods
+    assert {json.loads(line)["lr"] for line in lines} == {3e-4, 1e-3, 3e-3, 0.01, 0.03}
 
     # A run cut off mid-write leaves half a line; the next call drops it and trains nothing again.
     with open(out / RESULTS_FILE, "a") as f:
         f.write('{"key": "half a li')
     messages = []
     again = run_eval(config, echo=messages.append)
-    assert any("24 runs" in m and "24 already" in m for m in messages), messages
+    assert "speed-up: 0 runs trained now, 42 read from" in "\n".join(messages), messages
     assert (out / RESULTS_FILE).read_text().splitlines() == lines
     assert again.summary["methods"] == result.summary["methods"]
 
@@ -333,8 +496,8 @@ def test_quickstart_end_to_end_reduced(tmp_path):
     assert methods["wnn"]["available"] and methods["wnn"]["collection"] == "quickstart-zoo"
     assert methods["lfd2-farcast"]["source"] == str(tmp_path / "qs" / "train_predictor" / "lfd2")
     summary = result.eval.summary
-    assert list(summary["tasks"]) == ["wine-mlp", "digits-mlp-sgd"]
-    assert all(math.isfinite(m["geomean_epochs"]) for m in summary["methods"].values())
+    assert list(summary["tasks"]) == DEBUG_TASKS
+    assert all(math.isfinite(m["geomean_units"]) for m in summary["methods"].values())
     with pytest.raises(ConfigError, match="<stage>.key=value"):
         quickstart(tmp_path / "qs", overrides=["steps=3"])
     # The zoo itself is no held-out collection: the forecast error refuses it.
