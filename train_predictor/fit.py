@@ -17,6 +17,7 @@ temporary name and renamed, so a kill never leaves a half checkpoint; older ones
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -80,7 +81,6 @@ class FitResult:
     start_step: int  # the checkpoint step this invocation resumed from (0: a fresh start)
     best_step: int
     best_loss: float | None  # validation loss at best_step (None without validation)
-    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics of the best weights
 
 
 def fit(
@@ -97,86 +97,11 @@ def fit(
     `checkpoints` (whose `fingerprint` must match). `make_batches(start_step)` gives the batch
     stream of this invocation. `log` gets one row per validation (rank 0). Raises `NoTrainingData`
     when a rank's stream is empty."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    checkpoints = Path(checkpoints)
-    fingerprint = _json_roundtrip(fingerprint or {})
-    device = settings.device
-    predictor.to(device)
-    optimizer = build_optimizer(predictor.parameters(), settings.optimizer)
-    has_validation = validation is not None and len(validation) > 0
-    start, best_step, best_loss, best_state = 0, 0, math.inf, None
-    latest = latest_checkpoint(checkpoints)
-    if latest is not None:
-        start, best_step, best_loss, best_state = load_checkpoint(latest, predictor, optimizer, fingerprint)
-    elif rank == 0:
-        _remove_stale(checkpoints)
-
-    def validate(step: int, train_loss: float | None) -> None:
-        nonlocal best_step, best_loss, best_state
-        row: dict[str, Any] = {"step": step, "train_loss": train_loss}
-        if has_validation:
-            metrics = evaluate(predictor, validation, batch_size=settings.eval_batch_size)
-            if metrics["loss"] < best_loss:
-                best_step, best_loss = step, metrics["loss"]
-                best_state = {k: v.detach().clone() for k, v in predictor.state_dict().items()}
-            row.update({f"val_{k}": v for k, v in metrics.items()}, best_step=best_step)
-        if log is not None:
-            log(row)
-
+    run = _FitRun(predictor, validation, settings, Path(checkpoints), _json_roundtrip(fingerprint or {}), log)
+    start = run.resume()
     if start < settings.steps:
-        objective: nn.Module = _Objective(predictor)
-        if dist.is_initialized():
-            device_ids = [device.index] if device.type == "cuda" else None
-            objective = DistributedDataParallel(objective, device_ids=device_ids)
-        batches = iter(make_batches(start))
-        first = next(batches, None)
-        if not _all_ranks(first is not None, device):
-            raise NoTrainingData(f"{settings.desc or 'this predictor'}: no training windows on some rank")
-        if rank == 0 and start == 0 and has_validation:
-            validate(0, None)  # the untrained weights: a candidate, and the start of the curve
-        bar = tqdm(
-            total=settings.steps, initial=start, desc=settings.desc, unit="step",
-            disable=not (settings.progress and rank == 0), dynamic_ncols=True, leave=False,
-        )
-        loss_sum, loss_count = torch.zeros((), device=device), 0  # since the last validation
-        multiplier = SCHEDULES.get(settings.schedule.name)(settings.schedule, settings.steps, 1)
-        for step in range(start + 1, settings.steps + 1):
-            for group in optimizer.param_groups:  # a function of the step alone: nothing to resume
-                group["lr"] = settings.optimizer.lr * multiplier(step - 1)
-            batch = first if first is not None else next(batches, None)
-            first = None
-            if batch is None:
-                raise RuntimeError(f"{settings.desc}: batches ran out at step {step} of {settings.steps}")
-            window, target = (t.to(device, non_blocking=True) for t in batch)
-            loss = objective(window, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1  # no host sync per step
-            bar.update(1)
-            if step % 10 == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{loss.item():.4g}")
-            if rank != 0:
-                continue
-            if step % settings.eval_every == 0 or step == settings.steps:
-                validate(step, loss_sum.item() / loss_count)
-                loss_sum, loss_count = torch.zeros((), device=device), 0
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
-                save_checkpoint(
-                    checkpoints, step, predictor, optimizer, best_state,
-                    {"best_step": best_step, "best_loss": best_loss, "fingerprint": fingerprint},
-                )
-        bar.close()
-
-    if best_state is not None:
-        predictor.load_state_dict(best_state)
-    else:
-        best_step = settings.steps
-    metrics = {}
-    if rank == 0 and has_validation:
-        metrics = evaluate(predictor, validation, batch_size=settings.eval_batch_size)
-    predictor.cpu()
-    return FitResult(predictor, start, best_step, best_loss if math.isfinite(best_loss) else None, metrics)
+        run.train(make_batches(start), start)
+    return run.result(start)
 
 
 def evaluate(
@@ -292,6 +217,121 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
         return None
     steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
     return max(steps)[1] if steps else None
+
+
+class _FitRun:
+    """One invocation of `fit`: the predictor, its optimizer and the best weights so far. Every rank
+    trains (under torchrun, DistributedDataParallel syncs the gradients); rank 0 alone validates,
+    logs and writes checkpoints."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        validation: Windows | None,
+        settings: FitSettings,
+        checkpoints: Path,
+        fingerprint: dict[str, Any],
+        log: Callable[[dict[str, Any]], None] | None,
+    ):
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.predictor = predictor.to(settings.device)
+        self.optimizer = build_optimizer(predictor.parameters(), settings.optimizer)
+        self.validation = validation if validation is not None and len(validation) > 0 else None
+        self.settings, self.checkpoints, self.fingerprint, self.log = settings, checkpoints, fingerprint, log
+        self.best_step, self.best_loss, self.best_state = 0, math.inf, None
+
+    def resume(self) -> int:
+        """Load the latest checkpoint and return its step; or, on a fresh start, clear what a kill
+        left half-written and return 0."""
+        latest = latest_checkpoint(self.checkpoints)
+        if latest is None:
+            if self.rank == 0:
+                _remove_stale(self.checkpoints)
+            return 0
+        start, self.best_step, self.best_loss, self.best_state = load_checkpoint(
+            latest, self.predictor, self.optimizer, self.fingerprint
+        )
+        return start
+
+    def train(self, batches: Iterable[Batch], start: int) -> None:
+        """Steps `start + 1` to `settings.steps`, validating every `eval_every` steps and writing a
+        checkpoint every `checkpoint_every` steps (and both at the last step)."""
+        settings, device = self.settings, self.settings.device
+        objective = self._objective()
+        batches = iter(batches)
+        first = next(batches, None)
+        if not _all_ranks(first is not None, device):
+            raise NoTrainingData(f"{settings.desc or 'this predictor'}: no training windows on some rank")
+        if self.rank == 0 and start == 0 and self.validation is not None:
+            self.validate(0, None)  # the untrained weights: a candidate, and the start of the curve
+        stream = itertools.chain([first], batches)
+        bar = tqdm(
+            total=settings.steps, initial=start, desc=settings.desc, unit="step",
+            disable=not (settings.progress and self.rank == 0), dynamic_ncols=True, leave=False,
+        )
+        loss_sum, loss_count = torch.zeros((), device=device), 0  # since the last validation
+        multiplier = SCHEDULES.get(settings.schedule.name)(settings.schedule, settings.steps, 1)
+        for step in range(start + 1, settings.steps + 1):
+            batch = next(stream, None)
+            if batch is None:
+                raise RuntimeError(f"{settings.desc}: batches ran out at step {step} of {settings.steps}")
+            loss = self._step(objective, batch, settings.optimizer.lr * multiplier(step - 1))
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1  # summed on device: no host sync per step
+            bar.update(1)
+            if step % 10 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+            if self.rank != 0:
+                continue
+            if step % settings.eval_every == 0 or step == settings.steps:
+                self.validate(step, loss_sum.item() / loss_count)
+                loss_sum, loss_count = torch.zeros((), device=device), 0
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                self.checkpoint(step)
+        bar.close()
+
+    def validate(self, step: int, train_loss: float | None) -> None:
+        """Log a row for `step`; with validation windows, score the weights and keep them if best."""
+        row: dict[str, Any] = {"step": step, "train_loss": train_loss}
+        if self.validation is not None:
+            metrics = evaluate(self.predictor, self.validation, batch_size=self.settings.eval_batch_size)
+            if metrics["loss"] < self.best_loss:
+                self.best_step, self.best_loss = step, metrics["loss"]
+                self.best_state = {k: v.detach().clone() for k, v in self.predictor.state_dict().items()}
+            row.update({f"val_{k}": v for k, v in metrics.items()}, best_step=self.best_step)
+        if self.log is not None:
+            self.log(row)
+
+    def checkpoint(self, step: int) -> None:
+        extra = {"best_step": self.best_step, "best_loss": self.best_loss, "fingerprint": self.fingerprint}
+        save_checkpoint(self.checkpoints, step, self.predictor, self.optimizer, self.best_state, extra)
+
+    def result(self, start: int) -> FitResult:
+        """The predictor on the CPU with the best weights (the last ones when nothing was validated)."""
+        best_step = self.best_step
+        if self.best_state is not None:
+            self.predictor.load_state_dict(self.best_state)
+        else:
+            best_step = self.settings.steps
+        best_loss = self.best_loss if math.isfinite(self.best_loss) else None
+        return FitResult(self.predictor.cpu(), start, best_step, best_loss)
+
+    def _objective(self) -> nn.Module:
+        objective = _Objective(self.predictor)
+        if not dist.is_initialized():
+            return objective
+        device = self.settings.device
+        return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _step(self, objective: nn.Module, batch: Batch, lr: float) -> Tensor:
+        """One optimizer step at learning rate `lr` (a function of the step alone: nothing to resume)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        window, target = (t.to(self.settings.device, non_blocking=True) for t in batch)
+        loss = objective(window, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
 
 class _Objective(nn.Module):
