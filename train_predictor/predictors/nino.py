@@ -52,6 +52,7 @@ from weightcast.zoo.layer_types import LAYER_TYPES
 
 __all__ = [
     "NiNoMLP",
+    "PerTensorPredictor",
     "NINO_TYPE_IDS",
     "NINO_NUM_TYPES",
     "nino_type_id",
@@ -109,60 +110,20 @@ def tensor_stats(window: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
-@register_predictor
-class NiNoMLP(Predictor):
-    """NiNo's per-scalar nowcaster with a K-step head (see the module docstring for the formula
-    and the per-tensor calling contract).
+class PerTensorPredictor(Predictor):
+    """Base of the NiNo predictors: windows are ONE parameter tensor each (numel, c), standardized
+    by the tensor's mean and std (`tensor_stats`), and a subclass's `deltas` maps standardized
+    windows to standardized deltas of a K-row head; see the module docstring for the contract."""
 
-    Args:
-        input_length: c, the context states per scalar (NiNo: 5).
-        horizon: K, the head's rows, i.e. future states 1..K (NiNo: 40).
-        hidden: width of the projection, embedding and MLP (NiNo: 128).
-        depth: hidden Linear+SiLU layers of the MLP before the head (NiNo: 3).
-        num_types: rows of the type embedding (NiNo: 15).
-        layer_type: the type used when `predict` gets none (a `LAYER_TYPES` name).
-        eps: added to the std before dividing (NiNo: 1e-6).
-    """
-
-    kind = "nino-mlp"
     per_tensor = True  # windows are one parameter tensor each; see the module docstring
+    eps: float
+    layer_type: str
+    _pending: tuple[Tensor, Tensor, int] | None = None  # (mean, std, type id) while `predict` runs
 
-    def __init__(
-        self,
-        input_length: int = 5,
-        horizon: int = 40,
-        hidden: int = 128,
-        depth: int = 3,
-        num_types: int = NINO_NUM_TYPES,
-        layer_type: str = "linear",
-        eps: float = 1e-6,
-    ):
-        if hidden < 1 or depth < 0 or eps < 0:
-            raise self.config_error(f"need hidden >= 1, depth >= 0, eps >= 0; got {hidden=}, {depth=}, {eps=}")
-        if layer_type not in NINO_TYPE_IDS:
-            raise self.config_error(f"layer_type must be one of {LAYER_TYPES}, got {layer_type!r}")
-        if num_types <= max(NINO_TYPE_IDS.values()):
-            raise self.config_error(f"num_types must exceed the largest type id {max(NINO_TYPE_IDS.values())}")
-        config = dict(
-            input_length=input_length,
-            horizon=horizon,
-            hidden=hidden,
-            depth=depth,
-            num_types=num_types,
-            layer_type=layer_type,
-            eps=eps,
-        )
-        super().__init__(input_length=input_length, horizon=horizon, config=config)
-        self.eps, self.layer_type = eps, layer_type
-        self.proj = nn.Linear(input_length, hidden)
-        self.type_embed = nn.Embedding(num_types, hidden)
-        layers: list[nn.Module] = []
-        for _ in range(depth):
-            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
-        self.mlp = nn.Sequential(*layers)
-        self.head = nn.Linear(hidden, horizon)  # row k - 1: the standardized delta k states ahead
-        self.apply(_nino_init)
-        self._pending: tuple[Tensor, Tensor, int] | None = None  # (mean, std, type id) during predict
+    def deltas(self, z: Tensor, type_id: int | Tensor, rows: slice = slice(None)) -> Tensor:
+        """Standardized windows (N, c) -> (N, k) standardized deltas of the head's `rows`;
+        `type_id` is one id or (N,) ids."""
+        raise NotImplementedError
 
     @property
     def horizons(self) -> tuple[int, ...]:
@@ -171,13 +132,6 @@ class NiNoMLP(Predictor):
     def type_index(self, layer_type: str | int | None = None) -> int:
         """The embedding row used for `layer_type` (default: the configured `layer_type`)."""
         return nino_type_id(self.layer_type if layer_type is None else layer_type)
-
-    def deltas(self, z: Tensor, type_id: int | Tensor, rows: slice = slice(None)) -> Tensor:
-        """Standardized windows (N, c) -> (N, k) standardized deltas of the head's `rows`;
-        `type_id` is one id or (N,) ids."""
-        ids = torch.as_tensor(type_id, device=z.device)
-        h = self.mlp(self.proj(z) + self.type_embed(ids))
-        return F.linear(h, self.head.weight[rows], self.head.bias[rows])
 
     def forward(self, window: Tensor, layer_type: str | int | None = None) -> Tensor:
         """(numel, c) states of ONE tensor -> (numel, K) predicted states 1..K ahead."""
@@ -257,6 +211,68 @@ class NiNoMLP(Predictor):
         m, s = mean.to(window), std.to(window)
         z = (window - m) / (s + self.eps)
         return (z[:, -1:] + self.deltas(z, type_id)) * s + m
+
+
+
+@register_predictor
+class NiNoMLP(PerTensorPredictor):
+    """NiNo's per-scalar nowcaster with a K-step head (see the module docstring for the formula
+    and the per-tensor calling contract).
+
+    Args:
+        input_length: c, the context states per scalar (NiNo: 5).
+        horizon: K, the head's rows, i.e. future states 1..K (NiNo: 40).
+        hidden: width of the projection, embedding and MLP (NiNo: 128).
+        depth: hidden Linear+SiLU layers of the MLP before the head (NiNo: 3).
+        num_types: rows of the type embedding (NiNo: 15).
+        layer_type: the type used when `predict` gets none (a `LAYER_TYPES` name).
+        eps: added to the std before dividing (NiNo: 1e-6).
+    """
+
+    kind = "nino-mlp"
+
+    def __init__(
+        self,
+        input_length: int = 5,
+        horizon: int = 40,
+        hidden: int = 128,
+        depth: int = 3,
+        num_types: int = NINO_NUM_TYPES,
+        layer_type: str = "linear",
+        eps: float = 1e-6,
+    ):
+        if hidden < 1 or depth < 0 or eps < 0:
+            raise self.config_error(f"need hidden >= 1, depth >= 0, eps >= 0; got {hidden=}, {depth=}, {eps=}")
+        if layer_type not in NINO_TYPE_IDS:
+            raise self.config_error(f"layer_type must be one of {LAYER_TYPES}, got {layer_type!r}")
+        if num_types <= max(NINO_TYPE_IDS.values()):
+            raise self.config_error(f"num_types must exceed the largest type id {max(NINO_TYPE_IDS.values())}")
+        config = dict(
+            input_length=input_length,
+            horizon=horizon,
+            hidden=hidden,
+            depth=depth,
+            num_types=num_types,
+            layer_type=layer_type,
+            eps=eps,
+        )
+        super().__init__(input_length=input_length, horizon=horizon, config=config)
+        self.eps, self.layer_type = eps, layer_type
+        self.proj = nn.Linear(input_length, hidden)
+        self.type_embed = nn.Embedding(num_types, hidden)
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        self.mlp = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden, horizon)  # row k - 1: the standardized delta k states ahead
+        self.apply(_nino_init)
+
+    def deltas(self, z: Tensor, type_id: int | Tensor, rows: slice = slice(None)) -> Tensor:
+        """Standardized windows (N, c) -> (N, k) standardized deltas of the head's `rows`;
+        `type_id` is one id or (N,) ids."""
+        ids = torch.as_tensor(type_id, device=z.device)
+        h = self.mlp(self.proj(z) + self.type_embed(ids))
+        return F.linear(h, self.head.weight[rows], self.head.bias[rows])
 
 
 def _group_stats(window: Tensor, groups: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
