@@ -320,6 +320,7 @@ def _overrides(inputs, out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
     out = tmp_path / "eval"
     config = load_eval_config(DEBUG, _overrides(inputs, out, "speedup.tasks.wine-mlp.epochs=6",
@@ -472,6 +473,7 @@ def test_unknown_task_and_cli_errors(inputs, tmp_path, capsys):
 # ---- the quick start, reduced -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quickstart_end_to_end_reduced(tmp_path):
     population = (
         f"population=[{{arch: [mlp], arch_kwargs: [{TINY_MLP}], task: [mnist1d], optimizer: [adam, sgd], "

@@ -361,6 +361,7 @@ def test_fit_without_data_raises(tmp_path):
         fit(predictor, lambda start: [], None, FitSettings(steps=5), tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_command_resumes(collection, tmp_path):
     """SIGKILL the CLI after its first checkpoint; the same command continues from it."""
     command = [
@@ -392,6 +393,7 @@ def test_killed_command_resumes(collection, tmp_path):
     assert PredictorBundle.from_pretrained(tmp_path / "wnn").layer_types == ("bias",)
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_make_a_valid_bundle(collection, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
