@@ -26,11 +26,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from weightcast.collect import load_collect_config, run_collection
 from weightcast.eval.cli import EvalResult, run_eval
-from weightcast.eval.config import load_eval_config
+from weightcast.eval.config import EvalConfig, load_eval_config
 from weightcast.eval.report import speedup_table
 from weightcast.train_predictor.config import load_train_predictor_config
 from weightcast.train_predictor.train import train_predictors
@@ -59,62 +59,70 @@ def quickstart(
 ) -> QuickstartResult:
     """Run the debug pipeline into `out_dir` (see the module docstring). `overrides` are
     `<stage>.key=value` with a stage of `STAGES`."""
-    out, configs = Path(out_dir), Path(configs_dir)
-    by_stage = _route(overrides)
+    out = Path(out_dir)
+    # Every config is loaded before anything runs, so that a bad override fails first.
+    configs = _load_configs(_debug_config_paths(Path(configs_dir)), out, _route(overrides))
+    runs: dict[str, Callable[[], object]] = {
+        "collect": lambda: run_collection(configs["collect"], progress=False, echo=echo),
+        "heldout": lambda: run_collection(configs["heldout"], progress=False, echo=echo),
+        "train_predictor": lambda: train_predictors(configs["train_predictor"], echo=echo),
+        "eval": lambda: run_eval(configs["eval"], echo=echo),
+    }
+    results, seconds = {}, {}
+    for name, run in runs.items():
+        echo(f"== quickstart: {name}")
+        start = time.perf_counter()
+        results[name] = run()
+        seconds[name] = time.perf_counter() - start
+    return QuickstartResult(out, results["eval"], seconds)
+
+
+def _debug_config_paths(configs: Path) -> dict[str, Path]:
+    """Stage -> its debug config under `configs` (the heldout stage: collect/debug-heldout.yaml)."""
     paths = {name: configs / name / "debug.yaml" for name in ("collect", "train_predictor", "eval")}
     paths["heldout"] = configs / "collect" / "debug-heldout.yaml"
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise ConfigError(
-            f"the quick start reads the stages' debug configs, not found: {', '.join(missing)}; run it "
-            "from a source checkout of weightcast or give --configs DIR (a folder with collect/, "
-            "train_predictor/ and eval/)"
+            f"the quick start reads the stages' debug configs, not found: {', '.join(missing)}; give "
+            "--configs DIR (a folder with collect/, train_predictor/ and eval/), or reinstall weightcast "
+            "(its configs are package data)"
         )
+    return paths
+
+
+def _load_configs(paths: dict[str, Path], out: Path, by_stage: dict[str, list[str]]) -> dict[str, Any]:
+    """Each stage's debug config with its outputs under `out` and its `<stage>.` overrides."""
     zoo, heldout, fitted = out / "collect" / "zoo", out / "collect" / "heldout", out / "train_predictor"
-    # Loaded before anything runs, so that a bad override fails first.
-    collect_config = load_collect_config(
-        paths["collect"], ["name=quickstart-zoo", f"out_dir={zoo}", *by_stage["collect"]]
-    )
-    heldout_config = load_collect_config(
-        paths["heldout"], ["name=quickstart-heldout", f"out_dir={heldout}", *by_stage["heldout"]]
-    )
-    train_config = load_train_predictor_config(
-        paths["train_predictor"],
-        [
-            "name=quickstart", f"collection={zoo}", f"out_dir={fitted}", "progress=false",
-            *by_stage["train_predictor"],
-        ],
-    )
+    train_overrides = [f"collection={zoo}", f"out_dir={fitted}", "progress=false"]
+    return {
+        "collect": load_collect_config(
+            paths["collect"], ["name=quickstart-zoo", f"out_dir={zoo}", *by_stage["collect"]]
+        ),
+        "heldout": load_collect_config(
+            paths["heldout"], ["name=quickstart-heldout", f"out_dir={heldout}", *by_stage["heldout"]]
+        ),
+        "train_predictor": load_train_predictor_config(
+            paths["train_predictor"], ["name=quickstart", *train_overrides, *by_stage["train_predictor"]]
+        ),
+        "eval": _eval_config(paths, out, heldout, fitted, by_stage["eval"]),
+    }
+
+
+def _eval_config(
+    paths: dict[str, Path], out: Path, heldout: Path, fitted: Path, overrides: Sequence[str]
+) -> EvalConfig:
+    """The eval debug config reading this run's held-out collection and, for its bundles that live
+    in the train-predictor debug config's out_dir, this run's bundles."""
     debug_bundles = Path(load_train_predictor_config(paths["train_predictor"]).out_dir)
-    eval_config = load_eval_config(paths["eval"], by_stage["eval"])
+    methods = load_eval_config(paths["eval"], overrides).methods
     moved = [
         f"methods.{name}.bundle={fitted / Path(m.bundle).name}"
-        for name, m in eval_config.methods.items()
+        for name, m in methods.items()
         if m.bundle is not None and Path(m.bundle).parent == debug_bundles
     ]
-    eval_config = load_eval_config(
-        paths["eval"],
-        [
-            "name=quickstart", f"out_dir={out / 'eval'}", f"forecast.collection={heldout}", *moved,
-            *by_stage["eval"],
-        ],
-    )
-
-    seconds: dict[str, float] = {}
-    for name, step in (
-        ("collect", lambda: run_collection(collect_config, progress=False, echo=echo)),
-        ("heldout", lambda: run_collection(heldout_config, progress=False, echo=echo)),
-        ("train_predictor", lambda: train_predictors(train_config, echo=echo)),
-    ):
-        echo(f"== quickstart: {name}")
-        start = time.perf_counter()
-        step()
-        seconds[name] = time.perf_counter() - start
-    echo("== quickstart: eval")
-    start = time.perf_counter()
-    result = run_eval(eval_config, echo=echo)
-    seconds["eval"] = time.perf_counter() - start
-    return QuickstartResult(out, result, seconds)
+    own = ["name=quickstart", f"out_dir={out / 'eval'}", f"forecast.collection={heldout}", *moved]
+    return load_eval_config(paths["eval"], [*own, *overrides])
 
 
 def _route(overrides: Sequence[str]) -> dict[str, list[str]]:
