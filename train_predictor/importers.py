@@ -25,8 +25,11 @@ NiNo (SamsungSAILMontreal/nino): `{'state_dict', 'model_args'}` files. `model_ar
 (`nino_mlp.pt`, `nino_mlp_h32.pt`) becomes a `nino-mlp` bundle: one copy of the network per
 weightcast layer type, each configured with its NiNo type id (`nino.NINO_TYPE_IDS`). Its keys:
 `layer_embed` -> `type_embed`, `edge_proj.fc.0` -> `proj`, `edge_mlp.fc.{0,2,4}` -> `mlp.{0,2,4}`,
-`edge_mlp.fc.6` -> `head`. The graph network (`nino_no_posw.pt`, `nino.pt`) goes through
-`import_nino` too when the `nino` predictor can hold it (see `nino_graph`).
+`edge_mlp.fc.6` -> `head`. `model_args['gnn']` True (`nino_no_posw.pt`) becomes a `nino` bundle
+(`nino_graph.NiNoGraph`): `gnn.convs.i.{edge_encoder, pre_nns.0.0, post_nns.0.0, lin}` ->
+`convs.i.{edge_encoder, pre, post, lin}`, `gnn.edge_update.i.*` -> `edge_updates.i.*`,
+`edge_out.fc.{0,2}` -> `edge_out.{0,2}`, `node_proj.fc.0` -> `node_proj`. The default `nino.pt`
+adds a token-position embedding (`wte_pos_enc`) that weightcast does not implement: refused.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from torch import Tensor
 
 from weightcast.errors import WeightcastError
 from weightcast.train_predictor.bundle import PredictorBundle
-from weightcast.train_predictor.predictors import WNN, NiNoMLP, Predictor
+from weightcast.train_predictor.predictors import WNN, NiNoGraph, NiNoMLP, Predictor
 from weightcast.zoo.layer_types import LAYER_TYPES
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "import_nino",
     "load_nino_checkpoint",
     "nino_mlp_from_checkpoint",
+    "nino_graph_from_checkpoint",
 ]
 
 WNN_AUTHORS_EPS = 1.001e-5  # their code divides by 2 * (range + 1e-8 + 1e-5)
@@ -250,6 +254,42 @@ def nino_mlp_from_checkpoint(path: str | Path, layer_type: str = "linear") -> Ni
     return predictor
 
 
+def nino_graph_from_checkpoint(path: str | Path, layer_type: str = "linear") -> NiNoGraph:
+    """A NiNo graph-network checkpoint (`nino_no_posw.pt`; gnn True) as a `nino` predictor. The
+    token-position embedding of the default `nino.pt` (`wte_pos_enc`) is not implemented."""
+    state, args = load_nino_checkpoint(path)
+    if _is_mlp(args):
+        raise CheckpointImportError(f"{path}: a graph-free NiNo checkpoint; import it as nino-mlp")
+    if args["wte_pos_enc"]:
+        raise CheckpointImportError(
+            f"{path}: model_args wte_pos_enc=True (the default nino.pt): weightcast's nino has no token-position "
+            "embedding; use nino_no_posw.pt (the same network without it)"
+        )
+    layers = args["layers"]
+    predictor = NiNoGraph(
+        input_length=args["ctx"], horizon=args["seq_len"], hidden=args["hid"], layers=layers,
+        max_feat=args["max_feat_size"], lpe=args["lpe"], num_types=args["edge_types"], layer_type=layer_type,
+    )  # fmt: skip
+    mapping = {
+        "layer_embed.weight": "type_embed.weight",
+        "node_proj.fc.0.weight": "node_proj.weight", "node_proj.fc.0.bias": "node_proj.bias",
+        "edge_proj.fc.0.weight": "edge_proj.weight", "edge_proj.fc.0.bias": "edge_proj.bias",
+        "edge_out.fc.0.weight": "edge_out.0.weight", "edge_out.fc.0.bias": "edge_out.0.bias",
+        "edge_out.fc.2.weight": "edge_out.2.weight", "edge_out.fc.2.bias": "edge_out.2.bias",
+    }  # fmt: skip
+    names = {"edge_encoder": "edge_encoder", "pre_nns.0.0": "pre", "post_nns.0.0": "post", "lin": "lin"}
+    for i in range(layers):
+        for theirs, ours in names.items():
+            for kind in ("weight", "bias"):
+                mapping[f"gnn.convs.{i}.{theirs}.{kind}"] = f"convs.{i}.{ours}.{kind}"
+    for i in range(layers - 1):
+        for name in ("lin_e", "lin_s", "lin_t", "lin1"):
+            for kind in ("weight", "bias"):
+                mapping[f"gnn.edge_update.{i}.{name}.{kind}"] = f"edge_updates.{i}.{name}.{kind}"
+    _load_mapped(predictor, state, mapping, path)
+    return predictor
+
+
 def import_nino(path: str | Path, *, command: str | None = None) -> PredictorBundle:
     """A bundle of a NiNo checkpoint: `nino-mlp` for the graph-free ones (one copy per layer type,
     each with its NiNo type id), `nino` for the graph network."""
@@ -258,8 +298,6 @@ def import_nino(path: str | Path, *, command: str | None = None) -> PredictorBun
     if _is_mlp(args):
         predictors: dict[str, Predictor] = {t: nino_mlp_from_checkpoint(path, t) for t in LAYER_TYPES}
     else:
-        from weightcast.train_predictor.predictors.nino_graph import nino_graph_from_checkpoint
-
         predictors = {t: nino_graph_from_checkpoint(path, t) for t in LAYER_TYPES}
     trained_on = {
         "collection": f"NiNo's released checkpoint {path.name} ({_NINO_REPO}), imported by weightcast",

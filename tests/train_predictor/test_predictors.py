@@ -31,7 +31,7 @@ from weightcast.zoo.registry import UnknownNameError
 ALL_KINDS = PREDICTORS.names()
 EXPECTED_KINDS = {
     "wnn", "lfd2", "lfd2-norm", "lfn", "lfl", "lfs", "no-jump", "linear-fit", "poly2-fit",
-    "exp-fit", "plp", "introspection", "nino-mlp",
+    "exp-fit", "plp", "introspection", "nino-mlp", "nino",
 }  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Element-wise weight predictors of the `train_predictor` stage, looked up by name in
 `PREDICTORS` (`build_predictor(kind, **config)`): "wnn", "lfd2", "lfd2-norm", "lfn", "lfl",
-"lfs", "no-jump", "linear-fit", "poly2-fit", "exp-fit", "plp", "introspection", "nino-mlp".
+"lfs", "no-jump", "linear-fit", "poly2-fit", "exp-fit", "plp", "introspection", "nino-mlp", "nino".
 
 Importing this package registers them all; see `base` for the interface they share.
 """
@@ -17,6 +17,7 @@ from weightcast.train_predictor.predictors.curve_fit import ExpFit, LinearFit, N
 from weightcast.train_predictor.predictors.introspection import Introspection
 from weightcast.train_predictor.predictors.lfd import LFD2, LFL, LFN, LFS, LFD2Norm, LinearFarcaster
 from weightcast.train_predictor.predictors.nino import NiNoMLP
+from weightcast.train_predictor.predictors.nino_graph import NiNoGraph
 from weightcast.train_predictor.predictors.plp import PLP
 from weightcast.train_predictor.predictors.wnn import WNN
 
@@ -42,4 +43,5 @@ __all__ = [
     "PLP",
     "Introspection",
     "NiNoMLP",
+    "NiNoGraph",
 ]

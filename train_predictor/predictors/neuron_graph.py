@@ -100,6 +100,7 @@ class NeuronGraph:
     num_residual_edges: int
     max_feat: int
     fallback: list[str] = field(default_factory=list)  # parameters predicted per scalar
+    pe: Tensor | None = None  # Laplacian positional encodings (num_nodes, k), computed when first needed
 
     @property
     def num_edges(self) -> int:
