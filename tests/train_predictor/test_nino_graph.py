@@ -1,0 +1,363 @@
+"""Tests of the `nino` graph predictor and the automatic neuron graph (train_predictor.predictors.nino_graph,
+neuron_graph): graph structure by hand on small models, every zoo family, the fallback warnings, the
+Laplacian encodings, and predict_graph against a float64 reference of NiNo's message passing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
+from weightcast.train_predictor.importers import CheckpointImportError, import_nino, nino_graph_from_checkpoint
+from weightcast.train_predictor.predictors import NiNoGraph, build_predictor
+from weightcast.train_predictor.predictors.neuron_graph import (
+    NeuronGraphWarning,
+    build_neuron_graph,
+    laplacian_pe,
+)
+from weightcast.zoo.models import create_model
+from weightcast.zoo.models.base import ARCHITECTURES
+from weightcast.zoo.tasks.base import TaskSpec
+
+U = torch.finfo(torch.float32).eps / 2
+PEERS = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "peers"
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def _states(model: nn.Module, c: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+    """c states per parameter: its values drifting by ~1e-2 per state."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        name: torch.stack([p.detach()]).expand(c, *p.shape)
+        + 1e-2 * torch.randn(c, *p.shape, generator=g).cumsum(0)
+        for name, p in model.named_parameters()
+    }
+
+
+def _randomized(predictor: NiNoGraph, seed: int = 0) -> NiNoGraph:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in predictor.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return predictor
+
+
+# ---------------------------------------------------------------- the neuron graph
+
+
+def test_mlp_graph_by_hand():
+    graph = build_neuron_graph(_mlp())
+    # nodes: inputs 0-2, hidden 3-6, bias node 7, outputs 8-9, bias node 10
+    assert graph.num_nodes == 11 and graph.fallback == []
+    w1 = [(j, 3 + o) for o in range(4) for j in range(3)]  # weight (out, in), row-major
+    b1 = [(7, 3 + o) for o in range(4)]
+    w2 = [(3 + j, 8 + o) for o in range(2) for j in range(4)]
+    b2 = [(10, 8 + o) for o in range(2)]
+    loops = [(n, n) for n in range(11)]
+    expected = torch.tensor(w1 + b1 + w2 + b2 + loops).T
+    assert torch.equal(graph.edge_index, expected)
+    assert graph.edge_type.tolist() == [1] * 12 + [2] * 4 + [1] * 8 + [2] * 2 + [13] * 11
+    assert [(p.name, p.start, p.rows, p.kk) for p in graph.params] == [
+        ("0.weight", 0, 12, 1), ("0.bias", 12, 4, 1), ("2.weight", 16, 8, 1), ("2.bias", 24, 2, 1)]
+
+
+class _ConvNet(nn.Module):
+    def __init__(self, kernel: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, kernel, padding=kernel // 2)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2), 1))
+
+
+def test_conv_pool_flatten_and_norm_graph():
+    graph = build_neuron_graph(_ConvNet())
+    conv, bias, bn_w, bn_b, fc, fc_b = graph.params
+    assert (conv.rows, conv.kk, conv.splits, conv.type_id) == (6, 9, 1, 3)
+    assert (bn_w.type_id, bn_b.type_id) == (4, 2)
+    src, dst = graph.edge_index
+    conv_out = dst[conv.start : conv.start + conv.edges].unique()
+    # norm parameters hang off one auxiliary node each onto the conv's output neurons
+    assert set(dst[bn_w.start : bn_w.start + 3].tolist()) == set(conv_out.tolist())
+    assert len(src[bn_w.start : bn_w.start + 3].unique()) == 1
+    # flatten of 3 channels x 4 positions: fc input feature j comes from channel j // 4
+    fc_src = src[fc.start : fc.start + fc.edges].reshape(2, 12)
+    assert torch.equal(fc_src[0], conv_out.repeat_interleave(4))
+    # a 5 x 5 kernel (25 values) spreads over 3 parallel edges of at most 9 features
+    assert build_neuron_graph(_ConvNet(kernel=5)).params[0].splits == 3
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.a(x)
+        return h + self.b(torch.relu(h))
+
+
+def test_residual_edges():
+    graph = build_neuron_graph(_Residual())
+    assert graph.num_residual_edges == 4
+    begin = graph.num_param_edges
+    src, dst = graph.edge_index[:, begin : begin + 4]
+    a_out = graph.edge_index[1, graph.params[0].start : graph.params[0].start + 16].unique()
+    b_out = graph.edge_index[1, graph.params[2].start : graph.params[2].start + 16].unique()
+    assert torch.equal(src, a_out) and torch.equal(dst, b_out)
+    assert (graph.edge_type[begin : begin + 4] == 10).all()
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else x  # data-dependent control flow
+
+
+def test_fallback_warnings_name_the_parameters():
+    with pytest.warns(NeuronGraphWarning, match="0.weight_ih_l0, 0.weight_hh_l0"):
+        graph = build_neuron_graph(nn.Sequential(nn.GRU(3, 4, batch_first=True)))
+    assert graph.fallback == ["0.weight_ih_l0", "0.weight_hh_l0", "0.bias_ih_l0", "0.bias_hh_l0"]
+    with pytest.warns(NeuronGraphWarning, match="cannot trace"):
+        graph = build_neuron_graph(_Untraceable())
+    assert graph.fallback == ["fc.weight", "fc.bias"] and graph.params == []
+
+
+_SPECS = {
+    "image": TaskSpec("image", (3, 16, 16), 10, "classification"),
+    "signal": TaskSpec("signal", (1, 40), 10, "classification"),
+}
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES.names() if a not in ("causal-transformer",)])
+def test_every_zoo_family_builds(arch):
+    spec = _SPECS["image" if "image" in ARCHITECTURES.metadata(arch)["inputs"] else "signal"]
+    model = create_model(arch, spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NeuronGraphWarning)
+        graph = build_neuron_graph(model)
+    numel = {n: p.numel() for n, p in model.named_parameters()}
+    placed = {p.name for p in graph.params}
+    assert placed | set(graph.fallback) == set(numel) and not placed & set(graph.fallback)
+    assert all(p.rows * p.kk == numel[p.name] for p in graph.params)
+    # memory linear in the parameters: at most one edge per scalar, plus residuals and self-loops
+    assert graph.num_param_edges <= sum(numel.values())
+    assert graph.num_edges == graph.num_param_edges + graph.num_residual_edges + graph.num_nodes
+    if arch in ("gru", "lstm"):
+        assert graph.fallback  # recurrent weights have no derived connectivity yet
+    else:
+        assert graph.fallback == []
+    if arch in ("resnet20", "resnet32", "mobilenetv2", "transformer"):
+        assert graph.num_residual_edges > 0
+
+
+def test_laplacian_pe_are_eigenvectors():
+    graph = build_neuron_graph(_mlp())
+    pe = laplacian_pe(graph, k=3).double().numpy()
+    n = graph.num_nodes
+    a = np.zeros((n, n))
+    for s, d in graph.edge_index.T.tolist():
+        if s != d:
+            a[s, d] = a[d, s] = 1
+    deg = a.sum(1)
+    lap = np.eye(n) - a / np.sqrt(np.outer(deg, deg))
+    values = np.linalg.eigvalsh(lap)
+    for i in range(3):  # the 2nd .. 4th smallest eigenpairs, unit norm, largest entry positive
+        v = pe[:, i]
+        assert np.allclose(lap @ v, values[i + 1] * v, atol=1e-5)
+        assert abs(np.linalg.norm(v) - 1) < 1e-5 and v[np.abs(v).argmax()] > 0
+
+
+# ---------------------------------------------------------------- NiNo's message passing
+
+
+def reference_nino_graph(predictor: NiNoGraph, graph, states: dict, k: int) -> dict[str, np.ndarray]:
+    """NiNo's forward (optim/model.py with gnn, optim/gnn.py PNA with mean aggregation, modulated
+    edges, edge updates, no final edge update) in float64 NumPy with explicit per-node sums."""
+    p = {key: v.detach().double().numpy() for key, v in predictor.state_dict().items()}
+    c, fs, kk_max = predictor.input_length, predictor.max_feat, predictor.horizon
+
+    def lin(name, x):
+        return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+
+    def silu(x):
+        return x / (1 + np.exp(-x))
+
+    src, dst = graph.edge_index.numpy()
+    feats = np.zeros((graph.num_edges, fs, c))
+    stats = {}
+    for par in graph.params:
+        w = states[par.name].double().numpy().reshape(c, -1).T  # (numel, c)
+        mean, std = w.mean(), w.std(ddof=1)
+        z = ((w - mean) / (std + predictor.eps)).reshape(par.rows, par.kk, c)
+        for r in range(par.rows):
+            for f in range(par.kk):
+                feats[par.start + r * par.splits + f // fs, f % fs] = z[r, f]
+        stats[par.name] = (z[:, :, -1], mean, std)
+    feats[graph.num_param_edges : graph.num_param_edges + graph.num_residual_edges, 0] = 1.0
+    feats[graph.num_edges - graph.num_nodes :, 0] = 2.0
+    e = lin("edge_proj", feats.reshape(graph.num_edges, fs * c)) + p["type_embed.weight"][graph.edge_type.numpy()]
+    x = lin("node_proj", laplacian_pe(graph, predictor.lpe).double().numpy())
+    for i in range(len(predictor.convs) - 1):
+        scale, shift = np.split(lin(f"convs.{i}.edge_encoder", e), 2, axis=1)
+        m = scale * lin(f"convs.{i}.pre", np.concatenate([x[dst], x[src]], 1)) + shift
+        agg = np.zeros_like(x)
+        count = np.zeros(len(x))
+        for j in range(len(m)):
+            agg[dst[j]] += m[j]
+            count[dst[j]] += 1
+        agg /= np.maximum(count, 1)[:, None]
+        x = silu(lin(f"convs.{i}.lin", lin(f"convs.{i}.post", np.concatenate([x, agg], 1))))
+        u = f"edge_updates.{i}"
+        e = lin(f"{u}.lin1", silu(lin(f"{u}.lin_e", e) + lin(f"{u}.lin_s", x)[src] + lin(f"{u}.lin_t", x)[dst]))
+    out = lin("edge_out.2", silu(lin("edge_out.0", e))).reshape(-1, fs, kk_max)[:, :, k - 1]
+    result = {}
+    for par in graph.params:
+        last, mean, std = stats[par.name]
+        delta = out[par.start : par.start + par.edges].reshape(par.rows, par.splits * fs)[:, : par.kk]
+        result[par.name] = ((last + delta) * std + mean).reshape(par.shape)
+    return result
+
+
+@pytest.mark.parametrize("model_fn, k", [(_mlp, 3), (lambda: _ConvNet(kernel=5), 1), (_Residual, 6)])
+def test_predict_graph_matches_reference(model_fn, k):
+    torch.manual_seed(0)
+    model = model_fn()
+    predictor = _randomized(NiNoGraph(hidden=8, horizon=6, lpe=3), seed=1)
+    graph = build_neuron_graph(model)
+    states = _states(model)
+    got = predictor.predict_graph(graph, states, k)
+    expected = reference_nino_graph(predictor, graph, states, k)
+    assert got.keys() == expected.keys() == dict(model.named_parameters()).keys()
+    for name, value in got.items():
+        w = states[name].double()
+        # Float32 against float64: 4u|w| for the output's roundings plus the network's error in
+        # standardized units times std: two rounds of dot products of length <= 16 (gamma_16 ~ 1e-6
+        # of O(1)-O(10) magnitudes at weights of 0.3, compounded over ~8 layers): < 1e-4 std.
+        tolerance = 4 * U * np.abs(expected[name]) + 1e-4 * w.std().item()
+        assert (np.abs(value.double().numpy() - expected[name]) <= tolerance).all(), name
+    assert all(v.dtype == torch.float32 for v in got.values())
+
+
+def test_predict_graph_fallback_and_errors():
+    model = nn.Sequential(nn.GRU(3, 4, batch_first=True))
+    predictor = _randomized(NiNoGraph(hidden=4, horizon=3, lpe=0))
+    with pytest.warns(NeuronGraphWarning):
+        graph = build_neuron_graph(model)
+    states = _states(model)
+    out = predictor.predict_graph(graph, states, 2)
+    name = "0.weight_ih_l0"
+    window = states[name].reshape(5, -1).T
+    assert torch.equal(out[name], predictor.predict(window, 2, layer_type="linear").reshape(out[name].shape))
+    with pytest.raises(ValueError, match="covers horizons"):
+        predictor.predict_graph(graph, states, 4)
+    with pytest.raises(ValueError, match="missing"):
+        predictor.predict_graph(graph, {}, 1)
+
+
+def test_per_scalar_path_is_an_isolated_edge():
+    """predict(window) equals predict_graph on a graph whose parameter is one isolated scalar edge."""
+    predictor = _randomized(NiNoGraph(hidden=8, horizon=4, lpe=0))
+    model = nn.Sequential(nn.Linear(1, 1, bias=False))
+    graph = build_neuron_graph(model)  # nodes 0 -> 1, self-loops: the per-scalar graph of one scalar
+    assert graph.num_nodes == 2 and graph.num_edges == 3
+    states = _states(model)
+    window = states["0.weight"].reshape(5, 1).T
+    alone = predictor.predict_graph(graph, states, 2)["0.weight"].reshape(1)
+    # a single scalar's std is that of its own five states, as a one-element tensor's
+    assert torch.allclose(predictor.predict(window, 2, layer_type="linear"), alone, rtol=0, atol=1e-6)
+
+
+def test_bundle_save_load_bit_identical(tmp_path):
+    for kind, kwargs in (("nino", dict(hidden=8, horizon=3, lpe=2)), ("nino-mlp", dict(hidden=8, horizon=3))):
+        predictors = {}
+        for i, t in enumerate(("conv", "linear")):
+            p = build_predictor(kind, layer_type=t, **kwargs)
+            g = torch.Generator().manual_seed(i)
+            with torch.no_grad():
+                for q in p.parameters():
+                    q.copy_(torch.randn(q.shape, generator=g))
+            predictors[t] = p
+        bundle = PredictorBundle.from_predictors(predictors)
+        loaded = PredictorBundle.from_pretrained(save_bundle(bundle, tmp_path / kind))
+        for t, p in predictors.items():
+            assert all(torch.equal(a, b) for a, b in zip(p.state_dict().values(), loaded.predictors[t].state_dict().values()))
+            assert loaded.predictors[t].config == p.config
+
+
+def test_loss_trains_the_per_scalar_path():
+    torch.manual_seed(0)
+    predictor = NiNoGraph(hidden=16, horizon=3, lpe=0)
+    opt = torch.optim.Adam(predictor.parameters(), lr=1e-2)
+    slope = 0.02 * torch.randn(128, 1)
+    paths = 0.1 * torch.randn(128, 1) + slope * torch.arange(8.0)  # linear trends
+    window, target = paths[:, :5], paths[:, 5:]
+    first = predictor.loss(window, target).item()
+    for _ in range(40):
+        opt.zero_grad()
+        loss = predictor.loss(window, target)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+# ---------------------------------------------------------------- NiNo's graph checkpoints
+
+
+def _nino_graph_file(path, hid=8, lpe=2, seed=0):
+    """A NiNo-format graph checkpoint with random weights, keys as NiNoModel(gnn=True) names them."""
+    reference = _randomized(NiNoGraph(hidden=hid, lpe=lpe), seed)
+    ours = reference.state_dict()
+    theirs = {"layer_embed.weight": ours["type_embed.weight"]}
+    for a, b in (("node_proj.fc.0", "node_proj"), ("edge_proj.fc.0", "edge_proj"), ("edge_out.fc.0", "edge_out.0"),
+                 ("edge_out.fc.2", "edge_out.2")):  # fmt: skip
+        theirs[f"{a}.weight"], theirs[f"{a}.bias"] = ours[f"{b}.weight"], ours[f"{b}.bias"]
+    for i in range(3):
+        for a, b in (("edge_encoder", "edge_encoder"), ("pre_nns.0.0", "pre"), ("post_nns.0.0", "post"), ("lin", "lin")):
+            for kind in ("weight", "bias"):
+                theirs[f"gnn.convs.{i}.{a}.{kind}"] = ours[f"convs.{i}.{b}.{kind}"]
+    for i in range(2):
+        for name in ("lin_e", "lin_s", "lin_t", "lin1"):
+            for kind in ("weight", "bias"):
+                theirs[f"gnn.edge_update.{i}.{name}.{kind}"] = ours[f"edge_updates.{i}.{name}.{kind}"]
+    torch.save({"state_dict": theirs, "model_args": {"wte_pos_enc": False, "hid": hid, "lpe": lpe}}, path)
+    return reference
+
+
+def test_import_nino_graph_file(tmp_path):
+    reference = _nino_graph_file(tmp_path / "nino_no_posw.pt")
+    bundle = import_nino(tmp_path / "nino_no_posw.pt")
+    assert bundle.kind == "nino" and bundle.predictors["conv"].config["layer_type"] == "conv"
+    imported = bundle.predictors["linear"]
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), imported.state_dict().values()))
+    torch.save({"state_dict": {}, "model_args": {"wte_pos_enc": True}}, tmp_path / "nino.pt")
+    with pytest.raises(CheckpointImportError, match="wte_pos_enc"):
+        import_nino(tmp_path / "nino.pt")
+
+
+@pytest.mark.skipif(not PEERS.is_dir(), reason="the peers' released files (../shared/peers) are absent")
+def test_real_nino_no_posw():
+    predictor = nino_graph_from_checkpoint(PEERS / "nino" / "nino_no_posw.pt", "conv")
+    assert sum(p.numel() for p in predictor.parameters()) == 549_992
+    torch.manual_seed(0)
+    model = _ConvNet()
+    graph = build_neuron_graph(model)
+    states = _states(model)
+    got = predictor.predict_graph(graph, states, 5)
+    expected = reference_nino_graph(predictor, graph, states, 5)
+    for name, value in got.items():
+        # hidden 128: dot products of length <= 256, gamma_256 ~ 1.5e-5: ten times the small model's bound
+        tolerance = 4 * U * np.abs(expected[name]) + 1e-3 * states[name].double().std().item()
+        assert (np.abs(value.double().numpy() - expected[name]) <= tolerance).all(), name
