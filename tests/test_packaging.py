@@ -58,6 +58,16 @@ def test_every_module_imports_under_weightcast_only():
     assert twice == {}, f"one file imported under two module names: {twice}"
 
 
+@pytest.mark.parametrize("package", ["weightcast", "weightcast.zoo", "weightcast.train_predictor"])
+def test_lazy_exports_resolve(package):
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+        assert name in dir(module)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        module.nope
+
+
 def test_registries_hold_each_name_once():
     from weightcast.train_predictor.predictors import PREDICTORS
     from weightcast.zoo.models import ARCHITECTURES
@@ -78,7 +88,8 @@ def test_import_weightcast_and_nowcaster_are_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     after_import, after_nowcaster = json.loads(result.stdout)
-    assert [m for m in after_import if m.startswith("weightcast")] == ["weightcast", "weightcast.errors"]
+    ours = [m for m in after_import if m.startswith("weightcast")]
+    assert ours == ["weightcast", "weightcast._lazy", "weightcast.errors"]
     assert "torch" not in after_import
     loaded = [m for m in after_nowcaster if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert loaded == [], f"weightcast.Nowcaster loads {loaded}"

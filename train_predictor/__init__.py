@@ -9,8 +9,9 @@ Importing this package loads nothing: each name below is imported from its modul
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from weightcast._lazy import lazy_exports
 
 __all__ = [
     "PredictorBundle",
@@ -39,12 +40,4 @@ if TYPE_CHECKING:
     )
     from weightcast.train_predictor.hub import HubError
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'weightcast.train_predictor' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

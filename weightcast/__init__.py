@@ -17,9 +17,9 @@ torch, collect, Ray, wandb or the zoo's tasks loads until it is needed.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from weightcast._lazy import lazy_exports
 from weightcast.errors import WeightcastError
 
 __all__ = [
@@ -45,18 +45,12 @@ if TYPE_CHECKING:
     from weightcast.eval.runtime import Nowcaster, NowcastConfig, NowcastHook
     from weightcast.train_predictor.bundle import PredictorBundle, load_bundle
 
+_getattr, __dir__ = lazy_exports(__name__, _LAZY, __all__)
+
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
         from weightcast.zoo.rundir import package_version
 
         return package_version()
-    if name not in _LAZY:
-        raise AttributeError(f"module 'weightcast' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return _getattr(name)

@@ -4,13 +4,15 @@ augmentations and initializations, the layer-type map, the tracker, and the one 
 Pipeline: **zoo** <- collect <- train_predictor <- eval.
 
 Importing this package loads nothing: each name below is imported from its module on first use
-(PEP 562), so a module that needs the layer types (the runtime) does not load every task.
+(PEP 562), so a module that needs the layer types (the runtime) does not load every task. The
+training loop itself is `weightcast.zoo.train.train`: here, `train` is its module.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from weightcast._lazy import lazy_exports
 
 __all__ = [
     "ARCHITECTURES",
@@ -30,7 +32,6 @@ __all__ = [
     "create_model",
     "get_task",
     "load_config",
-    "train",
 ]
 
 # public name -> the module that defines it
@@ -47,7 +48,7 @@ _LAZY = {
     "TaskSpec": "weightcast.zoo.tasks",
     "get_task": "weightcast.zoo.tasks",
     **dict.fromkeys(
-        ["EpochRecord", "History", "Hook", "TrainConfig", "TrainResult", "TrainState", "train"], "weightcast.zoo.train"
+        ["EpochRecord", "History", "Hook", "TrainConfig", "TrainResult", "TrainState"], "weightcast.zoo.train"
     ),
 }
 
@@ -56,14 +57,6 @@ if TYPE_CHECKING:
     from weightcast.zoo.models import ARCHITECTURES, count_parameters, create_model
     from weightcast.zoo.registry import Registry, UnknownNameError
     from weightcast.zoo.tasks import TASKS, Task, TaskSpec, get_task
-    from weightcast.zoo.train import EpochRecord, History, Hook, TrainConfig, TrainResult, TrainState, train
+    from weightcast.zoo.train import EpochRecord, History, Hook, TrainConfig, TrainResult, TrainState
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'weightcast.zoo' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
