@@ -35,7 +35,7 @@ from weightcast.eval.forecast import ForecastResult, evaluate_forecast
 from weightcast.eval.report import REPORT_FILE, describe_methods, forecast_tables, speedup_table, write_report
 from weightcast.eval.speedup import preflight, run_speedup, summarize
 from weightcast.train_predictor.bundle import BundleFormatError, PredictorBundle
-from weightcast.cli import Command, add_config_arguments
+from weightcast.cli import config_command
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 from weightcast.zoo.tracking import make_tracker
@@ -176,13 +176,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, "eval")
-    parser.set_defaults(func=_eval)
-
-
-COMMAND = Command(
-    "eval",
-    "evaluate predictor bundles zero-shot on held-out tasks: forecast error and training speed-up",
-    _configure,
+COMMAND = config_command(
+    "eval", "eval", "evaluate predictor bundles zero-shot on held-out tasks: forecast error and training speed-up",
+    _eval,
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from weightcast.cli import Command, add_config_arguments
+from weightcast.cli import config_command
 from weightcast.train_predictor.config import load_train_predictor_config
 from weightcast.train_predictor.train import train_predictors
 
@@ -26,13 +26,8 @@ def _train_predictor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, "train_predictor")
-    parser.set_defaults(func=_train_predictor)
-
-
-COMMAND = Command(
-    "train-predictor",
+COMMAND = config_command(
+    "train-predictor", "train_predictor",
     "fit per-layer-type weight predictors (WNN, LFD-2, ...) on a collection and export one bundle per kind",
-    _configure,
+    _train_predictor,
 )

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 from weightcast.errors import USER_ERROR_EXIT_CODE, WeightcastError
 from weightcast.zoo.rundir import package_version
 
-__all__ = ["Command", "main", "run_command", "add_config_arguments"]
+__all__ = ["Command", "config_command", "main", "run_command", "add_config_arguments"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         "--config", metavar="FILE", help=f"YAML config (e.g. configs/{stage}/debug.yaml); defaults if omitted"
     )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def config_command(
+    name: str, stage: str, help: str, run: Callable[[argparse.Namespace], int | None]
+) -> Command:
+    """A stage's command that takes `--config FILE` and `key.sub=value` overrides and calls `run(args)`."""
+
+    def configure(parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser, stage)
+        parser.set_defaults(func=run)
+
+    return Command(name, help, configure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
