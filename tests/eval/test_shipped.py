@@ -1,4 +1,4 @@
-"""The pretrained bundles shipped with weightcast (`shipped:<kind>`, eval/pretrained/): they load
+"""The pretrained bundles shipped with weightcast (`shipped:<kind>`, train_predictor/pretrained/): they load
 from the installed package, describe the collection they were trained on, beat no-jump on their
 held-out validation, and drive a Nowcaster by default; the eval configs that use them pass
 their checks (zero-shot, preflight) before any training."""
@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from weightcast.eval.config import load_eval_config
-from weightcast.eval.runtime import Nowcaster
-from weightcast.eval.config import check_zero_shot, open_method_bundle
-from weightcast.eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, open_bundle, shipped_bundle_folder
+import weightcast
+from weightcast.errors import WeightcastError
+from weightcast.eval.config import check_zero_shot, load_eval_config, open_method_bundle
+from weightcast.eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, Nowcaster, open_bundle, shipped_bundle_folder
 from weightcast.eval.speedup import preflight
-from weightcast.train_predictor.bundle import PredictorBundle
+from weightcast.train_predictor.bundle import PredictorBundle, load_bundle
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES
 from weightcast.zoo.tasks import TASKS
@@ -68,6 +68,23 @@ def test_nowcaster_defaults_to_the_shipped_wnn_bundle():
 def test_unknown_shipped_kind_names_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match=r"no pretrained 'plp' bundle .*introspection, lfd2, wnn"):
         open_bundle("shipped:plp")
+    with pytest.raises(WeightcastError, match="no pretrained 'plp' bundle"):  # a user error for the CLI
+        load_bundle("shipped:plp")
+
+
+def test_every_way_to_open_a_shipped_bundle_is_load_bundle():
+    """`load_bundle`, `PredictorBundle.from_pretrained`, the runtime's `open_bundle` and the public
+    `weightcast.load_bundle` all take `shipped:<kind>` and record where the bundle came from."""
+    for opened in (
+        load_bundle("shipped:lfd2"),
+        PredictorBundle.from_pretrained("shipped:lfd2"),
+        open_bundle("shipped:lfd2"),
+        weightcast.load_bundle("shipped:lfd2"),
+    ):
+        assert opened.kind == "lfd2" and (opened.source, opened.revision) == ("shipped:lfd2", None)
+    assert weightcast.load_bundle is load_bundle
+    with pytest.raises(ConfigError, match="selects a Hub commit"):
+        load_bundle("shipped:lfd2", revision="main")
 
 
 def _method_bundles(config):
