@@ -1,0 +1,131 @@
+"""Batched collection (collect): runs of a population that can share a batch train together in one
+process with `zoo.population.train_population`, and each member is recorded exactly as
+`Worker.run` records a run alone: the same run ID, recorder, shards, commit record and summary.
+
+    groups = plan_groups(specs, group_size=16, device="cpu")   # lists of RunSpec; singletons run alone
+    for group in groups:
+        summaries = run_group(worker, group)
+
+Runs are grouped when they share architecture, task, batch size and optimizer kind (see
+`zoo.population.group_key`; seeds, inits, augmentations, lrs, schedules and epochs may differ), up to
+`group_size` at once (`engine.group_size`; 1 disables batching). On a CPU, models with convolutions
+run alone: `python -m weightcast.collect.benchmark --batched` measures vmap's grouped convolution
+slower there than K separate oneDNN convolutions, so batching them does not pay. On a GPU every
+batchable run is grouped, and a group is split to fit the device's memory (`fit_group_size`).
+
+Crash safety is the worker's: a member is complete once a commit lists it. A group adds its members
+to the worker's writer only after it trained them all, one member at a time, committing whenever the
+writer is due, so a killed group leaves its unfinished members uncommitted and the next session (which
+plans its groups from the runs not yet committed) re-runs only those.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from torch import nn
+
+from weightcast.zoo.models import create_model
+from weightcast.zoo.population import NotBatchable, fit_group_size, group_key, train_population
+from weightcast.zoo.tasks import get_task
+from weightcast.zoo.train import TrainConfig, resolve_device
+
+from weightcast.collect.config import RunSpec, train_config
+from weightcast.collect.recorder import Recorder
+from weightcast.collect.schema import DTYPES
+from weightcast.collect.worker import Worker, _summary, run_record
+
+__all__ = ["CPU_GROUP_SIZE", "plan_groups", "run_group", "batching_pays"]
+
+CPU_GROUP_SIZE = 16  # engine.group_size=0 on a CPU
+
+
+def plan_groups(specs: list[RunSpec], group_size: int, device: str) -> list[list[RunSpec]]:
+    """`specs` as groups to train together, in the order of their first run; a run that cannot be
+    batched (or whose batching does not pay on `device`) is a group of one. `group_size` caps a
+    group (0: `CPU_GROUP_SIZE` on a CPU, unlimited on a GPU, where memory decides in `run_group`)."""
+    if group_size == 1:
+        return [[spec] for spec in specs]
+    on_gpu = resolve_device(device).type == "cuda"
+    cap = group_size or (len(specs) if on_gpu else CPU_GROUP_SIZE)
+    groups: dict[Any, list[RunSpec]] = {}
+    for i, spec in enumerate(specs):
+        config = _config(spec, device)
+        key: Any = ("alone", i)
+        if batching_pays(config):
+            try:
+                key = group_key(config)
+            except NotBatchable:
+                pass
+        groups.setdefault(key, []).append(spec)
+    return [members[i : i + cap] for members in groups.values() for i in range(0, len(members), cap)]
+
+
+def batching_pays(config: TrainConfig) -> bool:
+    """False for a model with convolutions on a CPU (measured slower batched there), else True."""
+    if resolve_device(config.device).type == "cuda":
+        return True
+    key = (config.arch, repr(sorted(config.arch_kwargs.items())), config.task, config.data_dir)
+    if key not in _HAS_CONV:
+        model = create_model(config.arch, get_task(config.task, config.data_dir).spec, **config.arch_kwargs)
+        _HAS_CONV[key] = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return not _HAS_CONV[key]
+
+
+def run_group(worker: Worker, specs: list[RunSpec]) -> list[dict[str, Any]]:
+    """Train `specs` together (a group of one runs alone, `worker.run`) and record each member as
+    `worker.run` would; returns their summaries in order. A group larger than the device's memory
+    holds is trained in several parts."""
+    if len(specs) == 1:
+        return [worker.run(specs[0])]
+    first = _config(specs[0], worker.device)
+    size = fit_group_size(first, len(specs))
+    summaries = []
+    for begin in range(0, len(specs), size):
+        summaries += _run_part(worker, specs[begin : begin + size])
+    return summaries
+
+
+def _run_part(worker: Worker, specs: list[RunSpec]) -> list[dict[str, Any]]:
+    record_cfg = worker.config.record
+    configs = [_config(spec, worker.device) for spec in specs]
+    recorders = [
+        Recorder(worker.spool_dir / f"{worker.session}-{spec.run_id}.raw", DTYPES[record_cfg.dtype],
+                 record_cfg.every_steps)
+        for spec in specs
+    ]  # fmt: skip
+    summaries = []
+    start = time.perf_counter()
+    try:
+        hooks = [[recorder, *worker.tracker.hooks(spec)] for spec, recorder in zip(specs, recorders)]
+        results = train_population(configs, hooks)
+        seconds = (time.perf_counter() - start) / len(specs)  # each member's share of the group's time
+        for spec, recorder, result in zip(specs, recorders, results):
+            try:  # a failure from here on leaves this run's samples half-written: drop the whole group
+                for info in recorder.params:
+                    worker._write(spec.run_id, recorder, info)
+            except BaseException:
+                worker.writer.abandon()
+                raise
+            record = run_record(spec, result.history, recorder, seconds, worker.device, record_cfg.dtype)
+            record["batched_with"] = len(specs)  # trained in a group of this many members
+            recorder.remove()
+            worker.writer.add_run(record)
+            worker.tracker.run_finished(record)
+            if worker.writer.due():
+                worker.writer.commit()
+            summaries.append(_summary(record))
+    finally:
+        for recorder in recorders:
+            recorder.remove()
+    return summaries
+
+
+def _config(spec: RunSpec, device: str) -> TrainConfig:
+    config = train_config(spec)
+    config.device = device
+    return config
+
+
+_HAS_CONV: dict[tuple[str, str, str, str | None], bool] = {}
