@@ -361,3 +361,19 @@ def test_real_nino_no_posw():
         # hidden 128: dot products of length <= 256, gamma_256 ~ 1.5e-5: ten times the small model's bound
         tolerance = 4 * U * np.abs(expected[name]) + 1e-3 * states[name].double().std().item()
         assert (np.abs(value.double().numpy() - expected[name]) <= tolerance).all(), name
+
+
+def test_edge_chunking_does_not_change_predictions(monkeypatch):
+    from weightcast.train_predictor.predictors import nino_graph
+
+    torch.manual_seed(0)
+    model = _ConvNet(kernel=5)
+    predictor = _randomized(NiNoGraph(hidden=8, horizon=3, lpe=2))
+    graph = build_neuron_graph(model)
+    states = _states(model)
+    whole = predictor.predict_graph(graph, states, 2)
+    monkeypatch.setattr(nino_graph, "_EDGE_CHUNK", 7)  # many chunks, splitting parameters and kernels
+    chunked = predictor.predict_graph(graph, states, 2)
+    for name, value in whole.items():
+        # the same sums in a different order (index_add_ per chunk): a few roundings of O(1) terms
+        assert torch.allclose(chunked[name], value, rtol=0, atol=1e-5 * states[name].std().item() + 8 * U * value.abs().max().item()), name

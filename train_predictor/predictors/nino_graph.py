@@ -63,7 +63,7 @@ from weightcast.zoo.layer_types import LAYER_TYPES
 
 __all__ = ["NiNoGraph"]
 
-_EDGE_CHUNK = 262_144  # edges per chunk of message passing (a (chunk, 2H) temporary is 256 MB at H 128)
+_EDGE_CHUNK = 65_536  # edges per chunk: ~250 MB of temporaries at H 128, beside the (E, H) edge state
 _FEATURE = {TYPE_RESIDUAL: 1.0, TYPE_SELF_LOOP: 2.0}  # slot-0 feature of the structural edges
 
 
@@ -149,10 +149,13 @@ class NiNoGraph(PerTensorPredictor):
             rows = [f * self.horizon + horizon - 1 for f in range(self.max_feat)]
             head_w, head_b = self.edge_out[2].weight[rows], self.edge_out[2].bias[rows]
             for p, (last, mean, std) in zip(graph.params, scales):
-                block = e[p.start : p.start + p.edges]
-                delta = F.linear(self.edge_out[1](self.edge_out[0](block)), head_w, head_b)  # (edges, F)
-                delta = delta.reshape(p.rows, p.splits * self.max_feat)[:, : p.kk]
-                value = (last + delta) * std + mean
+                value = torch.empty(p.rows, p.kk, **kw)
+                step = max(1, _EDGE_CHUNK // p.splits)  # rows per chunk
+                for r in range(0, p.rows, step):
+                    block = e[p.start + r * p.splits : p.start + min(r + step, p.rows) * p.splits]
+                    delta = F.linear(self.edge_out[1](self.edge_out[0](block)), head_w, head_b)  # (edges, F)
+                    delta = delta.reshape(-1, p.splits * self.max_feat)[:, : p.kk]
+                    value[r : r + step] = (last[r : r + step] + delta) * std + mean
                 out[p.name] = value.reshape(p.shape).to(states[p.name].dtype)
         for name in graph.fallback:
             window = states[name].reshape(states[name].shape[0], -1).T
@@ -172,10 +175,13 @@ class NiNoGraph(PerTensorPredictor):
             mean, std = tensor_stats(window, self.eps)
             z = ((window.to(**kw) - mean.to(**kw)) / (std.to(**kw) + self.eps)).reshape(p.rows, p.kk, c)
             scales.append((z[:, :, -1], mean.to(**kw), std.to(**kw)))
-            feats = z.new_zeros(p.rows, p.splits * fs, c)
-            feats[:, : p.kk] = z
-            feats = feats.reshape(p.edges, fs * c)
-            e[p.start : p.start + p.edges] = self.edge_proj(feats) + self.type_embed.weight[p.type_id]
+            step = max(1, _EDGE_CHUNK // p.splits)  # rows per chunk: bounded temporaries
+            for r in range(0, p.rows, step):
+                rows = z[r : r + step]
+                feats = z.new_zeros(len(rows), p.splits * fs, c)
+                feats[:, : p.kk] = rows
+                edges = slice(p.start + r * p.splits, p.start + (r + len(rows)) * p.splits)
+                e[edges] = self.edge_proj(feats.reshape(-1, fs * c)) + self.type_embed.weight[p.type_id]
         begin = graph.num_param_edges
         for type_id, count in ((TYPE_RESIDUAL, graph.num_residual_edges), (TYPE_SELF_LOOP, graph.num_nodes)):
             e[begin : begin + count] = self._constant_edge(type_id, kw)
