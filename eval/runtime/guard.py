@@ -3,20 +3,28 @@ by a probe loss. Pure functions of the probe losses: `Nowcaster` writes the weig
 probe, these decide.
 
 Rules (`NowcastConfig.guard_rule`):
-- "line-search" (the default): the probe loss is measured at scales of the predicted step, the
-  largest first (1, 0.5, 0.25 by default), until a scale does not raise the loss above its value
-  before the jump, or is worse than the larger scale before it (the loss along the step is taken
-  to be unimodal). The scale with the lowest loss is kept if that loss is within the allowed rise,
-  else the jump is rolled back. With `expand`, twice the largest scale is tried too when the
-  largest did not raise the loss (a jump that undershoots). A full jump that does not raise the
-  loss costs two probes, as under the veto; a jump that lands ahead of the trajectory but
-  slightly off it is kept at the scale that stays on it, instead of being thrown away.
+- "line-search" (the default): backtracking along the predicted step. The probe loss is measured
+  at scales of the step, the largest first (1, 0.5, 0.25 by default), and the first scale within
+  the allowed rise is kept; if none is, the jump is rolled back. A full jump within the allowed
+  rise costs two probes, as under the veto; one that lands ahead of the trajectory but too far off
+  it is kept at a smaller scale instead of being thrown away. Measured: keeping the scale with
+  the LOWEST probe loss instead favours small steps (the loss right after a jump is pessimistic
+  about large ones) and gave up most of the gain. With `expand`, a full step that lowered the loss
+  is doubled if that lowers it further.
 - "veto" (the rule before): one probe at scale 1, kept if within the allowed rise.
 
-Allowed rise: `max(tolerance * |before|, noise_tolerance * noise)`, where `noise` is the probe
-loss's own fluctuation along the trajectory (`trajectory_noise`: the residual standard deviation
-of a straight-line fit through the probe losses at the window's snapshots), so that a loss that
-jitters by more than `tolerance` between snapshots does not veto every jump.
+Allowed rise: the largest of
+- `tolerance * |before|`, a relative rise (1% by default);
+- `progress_tolerance * progress`, where `progress` is how much the probe loss fell over the
+  period before the jump (from the last attempt, or construction, to now): a jump may cost at most
+  that fraction of one period's progress. The probe loss is a training loss that shrinks by orders
+  of magnitude, and a jump that lands ahead of the trajectory but slightly off it raises it for a
+  few steps: relative to the loss, helpful WNN jumps measured 15% to 125% above it (fractions of
+  the period's progress), harmful linear-fit jumps 4x to 85x. Below 1, accepted rises cannot
+  ratchet up: a rise accepted now counts as progress next period only by that fraction;
+- `noise_tolerance * noise`, where `noise` is the probe loss's own fluctuation along the
+  trajectory (`trajectory_noise`: the residual standard deviation of a straight line through the
+  probe losses at the window's snapshots; costs a probe per snapshot).
 """
 
 from __future__ import annotations
@@ -41,9 +49,18 @@ class SearchResult:
     tried: list[tuple[float, float]] = field(default_factory=list)
 
 
-def allowed_rise(before: float, tolerance: float, noise: float = 0.0, noise_tolerance: float = 0.0) -> float:
+def allowed_rise(
+    before: float,
+    tolerance: float,
+    *,
+    progress: float = 0.0,
+    progress_tolerance: float = 0.0,
+    noise: float = 0.0,
+    noise_tolerance: float = 0.0,
+) -> float:
     """How far above `before` the probe loss of a kept jump may be (module docstring)."""
-    return max(tolerance * abs(before), noise_tolerance * noise)
+    progress = progress if math.isfinite(progress) and progress > 0 else 0.0  # no fall, no credit
+    return max(tolerance * abs(before), progress_tolerance * progress, noise_tolerance * noise)
 
 
 def line_search(
@@ -54,24 +71,24 @@ def line_search(
     *,
     expand: bool = False,
 ) -> SearchResult:
-    """Probe `loss_at(scale)` (the weights written at `scale` x the predicted step) at `scales`,
-    largest first, until one does not raise the loss above `before` or is worse than the scale
-    before it; with `expand`, also at 2 x the largest when that one did not raise the loss. Keep
-    the scale with the lowest finite loss if that loss is <= before + rise, else roll back."""
+    """Backtracking along the predicted step: probe `loss_at(scale)` (the weights written at
+    `scale` x the step) at `scales`, largest first, and keep the first scale whose loss is finite
+    and <= before + rise; none: roll back (scale 0.0, the lowest loss probed). With `expand`, a
+    kept largest scale that lowered the loss is doubled if that lowers it further."""
     ordered = sorted(set(scales), reverse=True)
     tried: list[tuple[float, float]] = []
     for scale in ordered:
         loss = loss_at(scale)
         tried.append((scale, loss))
-        if loss <= before or (len(tried) > 1 and _worse(loss, tried[-2][1])):
-            break
-    if expand and tried[0][1] <= before:
-        tried.append((2 * ordered[0], loss_at(2 * ordered[0])))
-    finite = [(scale, loss) for scale, loss in tried if math.isfinite(loss)]
-    if not finite:
-        return SearchResult(0.0, math.nan, tried)
-    scale, loss = min(finite, key=lambda item: (item[1], -item[0]))  # ties: the larger step
-    return SearchResult(scale if loss <= before + rise else 0.0, loss, tried)
+        if math.isfinite(loss) and loss <= before + rise:
+            if expand and scale == ordered[0] and loss < before:
+                bigger = loss_at(2 * scale)
+                tried.append((2 * scale, bigger))
+                if math.isfinite(bigger) and bigger <= loss:
+                    return SearchResult(2 * scale, bigger, tried)
+            return SearchResult(scale, loss, tried)
+    finite = [loss for _, loss in tried if math.isfinite(loss)]
+    return SearchResult(0.0, min(finite) if finite else math.nan, tried)
 
 
 def trajectory_noise(losses: Sequence[float]) -> float:
@@ -83,10 +100,3 @@ def trajectory_noise(losses: Sequence[float]) -> float:
     steps = np.arange(len(values))
     residuals = values - np.polyval(np.polyfit(steps, values, 1), steps)
     return float(np.sqrt((residuals**2).sum() / (len(values) - 2)))
-
-
-def _worse(loss: float, than: float) -> bool:
-    """`loss` is above `than`, a non-finite loss being worse than any finite one."""
-    if not math.isfinite(loss):
-        return math.isfinite(than)
-    return math.isfinite(than) and loss > than

@@ -4,13 +4,21 @@
     result = train(TrainConfig(arch="mlp", task="mnist1d", epochs=20), hooks=[NowcastHook("org/wnn-bundle")])
 
 The nowcaster is created at the start of training (its first snapshot is the initial weights)
-and called after every epoch, or every `every_steps` optimizer steps. The guard's probe batch is
-`probe_size` training examples drawn once with the run's seed (its own generator: the run's data
-order and augmentation are unchanged), scored with the task's loss.
+and called after every epoch (`on_epoch_end`), or every `every_steps` optimizer steps
+(`on_step_end`). NiNo's cadence, a call every step that snapshots every period / 5 steps and jumps
+every period with its decreasing horizon:
+
+    NowcastHook(bundle, NowcastConfig(period=1000, snapshot_every=200, horizon_schedule="nino"), every_steps=1)
+
+With the "nino" schedule and no `max_calls`, the run's length in calls is filled in from its
+budget (`zoo.train.total_steps`). The guard's probe batch is `probe_size` training examples drawn
+once with the run's seed (its own generator: the run's data order and augmentation are
+unchanged), scored with the task's loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -18,7 +26,7 @@ import torch
 from weightcast.eval.runtime.nowcaster import Nowcaster, NowcastConfig, NowcastStats, open_bundle, probe_batch
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.zoo.config import ConfigError
-from weightcast.zoo.train import Hook, TrainState
+from weightcast.zoo.train import Hook, TrainState, steps_per_epoch, total_steps
 
 __all__ = ["NowcastHook"]
 
@@ -62,7 +70,12 @@ class NowcastHook(Hook):
             rows = torch.randperm(len(task.x_train), generator=generator)[: self.probe_size]
             inputs, targets = task.x_train[rows].to(state.device), task.y_train[rows].to(state.device)
             probe = probe_batch(inputs, targets, task.loss)
-        self.nowcaster = Nowcaster(state.model, state.optimizer, self.bundle, self.config, probe=probe)
+        config = self.config
+        if config.horizon_schedule == "nino" and config.max_calls is None:
+            steps = total_steps(state.config, state.task)
+            calls = steps // (self.every_steps or steps_per_epoch(state.config, state.task))
+            config = dataclasses.replace(config, max_calls=max(1, calls))
+        self.nowcaster = Nowcaster(state.model, state.optimizer, self.bundle, config, probe=probe)
 
     def on_step_end(self, state: TrainState, loss: torch.Tensor) -> None:
         if self.every_steps and state.step % self.every_steps == 0:

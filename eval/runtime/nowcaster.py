@@ -168,6 +168,7 @@ class NowcastConfig:
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # line-search: fractions of the step
     expand: bool = False  # line-search: also try 2x the largest scale when it did not raise the loss
     tolerance: float = 0.01  # allowed relative rise of the probe loss: after <= before + tolerance * |before|
+    progress_tolerance: float = 0.5  # also allow a rise of this fraction of the probe loss's fall over the period
     noise_tolerance: float = 0.0  # also allow a rise of this many x the probe loss's noise (probes every snapshot)
     # > 0: skip a due jump unless the training time it stands to save (horizon snapshot intervals, timed
     # between calls) is >= min_payoff x the measured cost of a jump (e.g. 10); 0 (default): never skip,
@@ -197,7 +198,7 @@ class NowcastConfig:
             raise ConfigError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
         if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
             raise ConfigError(f"scales must be a non-empty list of numbers > 0, got {list(self.scales)}")
-        for name in ("noise_tolerance", "min_payoff"):
+        for name in ("progress_tolerance", "noise_tolerance", "min_payoff"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ConfigError(f"{name} must be a number >= 0, got {getattr(self, name)}")
         if self.chunk_size < 1:
@@ -382,9 +383,10 @@ class Nowcaster:
         self._left_at: float | None = None  # perf_counter when the last call returned
         self._warned_nan = False
         self._probes = 0  # probe evaluations so far
+        self._reference = math.nan  # probe loss at the period's start (construction, last attempt)
         self.stats = NowcastStats()
         self.probe = self._check_probe(probe)  # evaluates it once: a bad probe fails here
-        self._snapshot()  # the weights at construction: w_0 of a farcast window
+        self._snapshot(self._reference)  # the weights at construction: w_0 of a farcast window
         self.stats.seconds += time.perf_counter() - start
 
     def __call__(self) -> Jump | None:
@@ -432,6 +434,7 @@ class Nowcaster:
             "jump_seconds": self._jump_seconds,
             "warned_nan": self._warned_nan,
             "probes": self._probes,
+            "reference": self._reference,
             "stats": dataclasses.asdict(self.stats),
         }
 
@@ -459,7 +462,7 @@ class Nowcaster:
         self._due, self._finished = state["due"], state["finished"]
         self._losses = list(state["losses"])
         self._call_seconds, self._jump_seconds = state["call_seconds"], state["jump_seconds"]
-        self._warned_nan, self._probes = state["warned_nan"], state["probes"]
+        self._warned_nan, self._probes, self._reference = state["warned_nan"], state["probes"], state["reference"]
         self._left_at = None  # the time to the first call after resuming is not a training call's
         stats = dict(state["stats"])
         stats["jumps"] = [Jump(**jump) for jump in stats["jumps"]]
@@ -515,8 +518,14 @@ class Nowcaster:
                 if not math.isfinite(before):
                     self._warn_nan(f"before the jump at call {self.stats.calls}")
                     return self._record("rolled_back_guard", start, horizon, probes, before, scale=0.0)
-                noise = trajectory_noise(self._losses) if config.noise_tolerance else 0.0
-                rise = allowed_rise(before, config.tolerance, noise, config.noise_tolerance)
+                rise = allowed_rise(
+                    before,
+                    config.tolerance,
+                    progress=self._reference - before,  # the fall over the period (NaN: no credit)
+                    progress_tolerance=config.progress_tolerance,
+                    noise=trajectory_noise(self._losses) if config.noise_tolerance else 0.0,
+                    noise_tolerance=config.noise_tolerance,
+                )
                 line = config.guard_rule == "line-search"
 
                 def loss_at(scale: float) -> float:
@@ -527,6 +536,7 @@ class Nowcaster:
                     loss_at, before, config.scales if line else [1.0], rise, expand=line and config.expand
                 )
                 scale, after = result.scale, result.loss
+                self._reference = after if scale else before  # the next period's starting loss
                 if scale == 0.0:
                     self._restore(backup)
                     return self._record("rolled_back_guard", start, horizon, probes, before, after, 0.0)
@@ -541,8 +551,8 @@ class Nowcaster:
             self._record("rolled_back_error", start, horizon, probes, before, after, 0.0)
             raise
         self._next = self._count = 0  # restart the history from the jumped weights
-        self._snapshot()
-        self._losses = [after] if config.noise_tolerance and after is not None else []
+        self._losses = []
+        self._snapshot(after)
         jump = self._record("accepted", start, horizon, probes, before, after, scale)
         self._jump_seconds = jump.seconds if self._jump_seconds is None else min(self._jump_seconds, jump.seconds)
         return jump
@@ -607,9 +617,9 @@ class Nowcaster:
             torch.sub(prediction, window[:, -1], out=step[begin : begin + chunk])
         return step
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, loss: float | None = None) -> None:
         """Copy every predicted parameter into ring slot `_next` (and, with noise_tolerance, record
-        the probe loss of these weights)."""
+        the probe loss of these weights: `loss` when it is known, else probed)."""
         with torch.no_grad():
             for group in self._groups:
                 row = group.history[self._next]  # (N,)
@@ -618,7 +628,8 @@ class Nowcaster:
         self._next = (self._next + 1) % self.bundle.input_length
         self._count = min(self._count + 1, self.bundle.input_length)
         if self.config.guard and self.config.noise_tolerance and self.probe is not None:
-            self._losses = (self._losses + [self._probe_loss()])[-self.bundle.input_length :]
+            loss = self._probe_loss() if loss is None or math.isnan(loss) else loss
+            self._losses = (self._losses + [loss])[-self.bundle.input_length :]
 
     def _probe_loss(self) -> float:
         """The probe loss of the unwrapped module under no_grad, averaged over ranks: in eval mode,
@@ -675,7 +686,8 @@ class Nowcaster:
             )
         self.probe = probe
         if probe is not None and self.config.guard:  # one evaluation: a non-scalar loss fails now
-            if not math.isfinite(self._probe_loss()):
+            self._reference = self._probe_loss()
+            if not math.isfinite(self._reference):
                 self._warn_nan("at construction")
         return probe
 
