@@ -100,6 +100,10 @@ class EngineConfig:
     address: Optional[str] = None  # ray: "auto" joins a running cluster; None starts a local instance
     num_cpus: float = 1.0  # ray: CPUs reserved per worker actor
     num_gpus: float = 0.0  # ray: GPU fraction per worker actor (0.25: four concurrent runs per GPU)
+    # Runs that can share a batch train together, up to this many (collect.batched; zoo-cpu-10x uses
+    # 16); 1: every run alone, bit for bit as `zoo.train.train` (a batched run equals it to float32
+    # rounding); 0: 16 on a CPU, as many as memory holds on a GPU.
+    group_size: int = 1
 
 
 @dataclass
@@ -122,8 +126,10 @@ class CollectConfig:
         parse_size(self.record.shard_size)
         if self.record.every_steps < 0:
             raise ConfigError(f"record.every_steps must be >= 0, got {self.record.every_steps}")
-        if self.engine.workers < 0 or self.engine.threads_per_worker < 0:
-            raise ConfigError("engine.workers and engine.threads_per_worker must be >= 0 (0 = automatic)")
+        if self.engine.workers < 0 or self.engine.threads_per_worker < 0 or self.engine.group_size < 0:
+            raise ConfigError(
+                "engine.workers, engine.threads_per_worker and engine.group_size must be >= 0 (0 = automatic)"
+            )
         if not (self.record.commit_every_s > 0):
             raise ConfigError(f"record.commit_every_s must be > 0, got {self.record.commit_every_s}")
         if not (self.engine.num_cpus > 0 and self.engine.num_gpus >= 0):

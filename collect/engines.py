@@ -35,6 +35,7 @@ from tqdm import tqdm
 from weightcast.zoo.config import config_to_dict
 from weightcast.zoo.registry import Registry
 
+from weightcast.collect.batched import plan_groups, run_group
 from weightcast.collect.config import CollectConfig, Expansion, RunSpec, expand, resolve_part
 from weightcast.collect.errors import CollectError
 from weightcast.collect.folder import CollectionFolder
@@ -184,9 +185,10 @@ def run_ray(
     actors = [actor_class.remote(str(root), cfg, _session(prefix, i), threads) for i in range(workers)]
     pool = ActorPool(actors)
     try:
-        jobs = [asdict(s) for s in specs]
-        for summary in pool.map_unordered(lambda actor, spec: actor.run.remote(spec), jobs):
-            on_result(summary)
+        jobs = [[asdict(s) for s in group] for group in plan_groups(specs, engine.group_size, config.device)]
+        for summaries in pool.map_unordered(lambda actor, group: actor.run_group.remote(group), jobs):
+            for summary in summaries:
+                on_result(summary)
     except BaseException as err:
         ray.get([actor.close_quietly.remote() for actor in actors])
         for actor in actors:
@@ -212,6 +214,9 @@ class _RayWorker:
     def run(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.worker.run(RunSpec(**spec))
 
+    def run_group(self, group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return run_group(self.worker, [RunSpec(**spec) for spec in group])
+
     def close(self) -> None:
         self.worker.close()
 
@@ -232,8 +237,10 @@ def _config_from_dict(config: dict[str, Any]) -> CollectConfig:
 def _run_serially(worker: Worker, specs: list[RunSpec], on_result: OnResult) -> None:
     spec = None
     try:
-        for spec in specs:
-            on_result(worker.run(spec))
+        for group in plan_groups(specs, worker.config.engine.group_size, worker.device):
+            spec = group[0]
+            for summary in run_group(worker, group):
+                on_result(summary)
     except CollectError:
         _close_quietly(worker)  # commit the runs finished before the failure
         raise
@@ -269,7 +276,7 @@ def _run_processes(
     """One spawned worker process per device, fed from a queue; the first failure stops them all."""
     ctx = mp.get_context("spawn")  # fork would copy the parent's torch threads and CUDA state
     tasks, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-    _queue_specs(tasks, specs, len(devices))
+    _queue_specs(tasks, plan_groups(specs, config.engine.group_size, devices[0]), len(devices))
     cfg = config_to_dict(config)
     processes = [
         ctx.Process(
@@ -297,10 +304,10 @@ def _run_processes(
         )
 
 
-def _queue_specs(tasks: Any, specs: list[RunSpec], workers: int) -> None:
-    """Every spec, then one stop sentinel per worker."""
-    for spec in specs:
-        tasks.put(asdict(spec))
+def _queue_specs(tasks: Any, groups: list[list[RunSpec]], workers: int) -> None:
+    """Every group of specs (collect.batched), then one stop sentinel per worker."""
+    for group in groups:
+        tasks.put([asdict(spec) for spec in group])
     for _ in range(workers):
         tasks.put(None)
     tasks.cancel_join_thread()  # leftover specs after a stop must not block the parent's exit
@@ -373,10 +380,11 @@ def _process_main(
         return
     try:
         while not stop.is_set():
-            spec = tasks.get()
-            if spec is None:
+            group = tasks.get()
+            if group is None:
                 break
-            results.put(("done", name, worker.run(RunSpec(**spec))))
+            for summary in run_group(worker, [RunSpec(**spec) for spec in group]):
+                results.put(("done", name, summary))
     except BaseException as err:
         _close_quietly(worker)
         detail = "".join(traceback.format_exception(err)[-3:]).strip()
