@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from weightcast.cli import Command
 from weightcast.train_predictor.bundle import save_bundle
 from weightcast.train_predictor.importers import import_nino, import_wnn_authors
+
+from weightcast.cli import Command
 
 __all__ = ["COMMAND"]
 

@@ -36,28 +36,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
-
-from weightcast.errors import WeightcastError
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.train_predictor.predictors import WNN, NiNoGraph, NiNoMLP, Predictor
 from weightcast.zoo.layer_types import LAYER_TYPES
 
+from weightcast.errors import WeightcastError
+
 __all__ = [
-    "CheckpointImportError",
     "WNN_AUTHORS_EPS",
     "WNN_AUTHORS_FILES",
-    "import_wnn_authors",
-    "load_wnn_authors",
-    "wnn_authors_state_dict",
+    "CheckpointImportError",
     "import_nino",
+    "import_wnn_authors",
     "load_nino_checkpoint",
-    "nino_mlp_from_checkpoint",
+    "load_wnn_authors",
     "nino_graph_from_checkpoint",
+    "nino_mlp_from_checkpoint",
+    "wnn_authors_state_dict",
 ]
 
 WNN_AUTHORS_EPS = 1.001e-5  # their code divides by 2 * (range + 1e-8 + 1e-5)
@@ -110,7 +111,11 @@ def wnn_authors_state_dict(path: str | Path) -> dict[str, Tensor]:
         weight, bias = layers[index]
         state[f"{module}.weight"], state[f"{module}.bias"] = weight, bias
     expected = WNN(eps=WNN_AUTHORS_EPS).state_dict()
-    wrong = {k: (tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items() if v.shape != expected[k].shape}
+    wrong = {
+        k: (tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state.items()
+        if v.shape != expected[k].shape
+    }
     if wrong:
         raise CheckpointImportError(
             f"{path}: layer shapes do not match the WNN of input length 5 ((found, expected) by weightcast name): {wrong}"
@@ -194,8 +199,8 @@ def _wnn_layers_from_h5(path: Path) -> dict[int, tuple[Tensor, Tensor]]:
             group = root[found[base + index]]
             arrays: dict[str, Any] = {}
 
-            def collect(key: str, item: Any) -> None:  # visititems stops at a non-None return
-                if isinstance(item, h5py.Dataset):
+            def collect(key: str, item: Any, arrays: dict[str, Any] = arrays) -> None:
+                if isinstance(item, h5py.Dataset):  # visititems stops at a non-None return
                     arrays[key.rsplit("/", 1)[-1]] = item[()]
 
             group.visititems(collect)
@@ -303,27 +308,37 @@ def import_nino(path: str | Path, *, command: str | None = None) -> PredictorBun
         "collection": f"NiNo's released checkpoint {path.name} ({_NINO_REPO}), imported by weightcast",
         "source": f"https://github.com/{_NINO_REPO}",
         "files": [f"{path.name} (sha256 {_sha256(path)})"],
-        "model_args": {k: args[k] for k in ("gnn", "ctx", "hid", "seq_len", "edge_types", "lpe", "wte_pos_enc")},
+        "model_args": {
+            k: args[k] for k in ("gnn", "ctx", "hid", "seq_len", "edge_types", "lpe", "wte_pos_enc")
+        },
         "license": "MIT (Samsung Electronics Co., Ltd.), see the source repository's LICENSE",
         "note": "windows are c=5 states period/5 steps apart; horizon k in context spacings "
         "(NiNo's schedule: nino_horizon_schedule)",
     }
-    return PredictorBundle.from_predictors(predictors, trained_on=trained_on, commands=[command] if command else [])
+    return PredictorBundle.from_predictors(
+        predictors, trained_on=trained_on, commands=[command] if command else []
+    )
 
 
 def _is_mlp(args: Mapping[str, Any]) -> bool:
     return args["gnn"] in (False, None, "None", "none")
 
 
-def _load_mapped(predictor: torch.nn.Module, state: Mapping[str, Tensor], mapping: Mapping[str, str], path: Path) -> None:
+def _load_mapped(
+    predictor: torch.nn.Module, state: Mapping[str, Tensor], mapping: Mapping[str, str], path: Path
+) -> None:
     """Load `state` renamed by `mapping` (peer key -> ours) strictly, naming what does not fit."""
     missing = sorted(set(mapping) - set(state))
     unknown = sorted(set(state) - set(mapping))
     if missing or unknown:
-        raise CheckpointImportError(f"{path}: state dict keys do not match: missing {missing}, unexpected {unknown}")
+        raise CheckpointImportError(
+            f"{path}: state dict keys do not match: missing {missing}, unexpected {unknown}"
+        )
     ours = predictor.state_dict()
     renamed = {mapping[k]: v.to(torch.float32) for k, v in state.items()}
-    wrong = {k: (tuple(v.shape), tuple(ours[k].shape)) for k, v in renamed.items() if v.shape != ours[k].shape}
+    wrong = {
+        k: (tuple(v.shape), tuple(ours[k].shape)) for k, v in renamed.items() if v.shape != ours[k].shape
+    }
     if wrong:
         raise CheckpointImportError(f"{path}: shapes (found, expected) do not match: {wrong}")
     predictor.load_state_dict(renamed)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from weightcast.train_predictor.importers import (
     WNN_AUTHORS_FILES,
     load_nino_checkpoint,
@@ -29,12 +28,13 @@ from weightcast.train_predictor.importers import (
     nino_mlp_from_checkpoint,
 )
 
-__all__ = ["wnn_reference", "nino_mlp_reference", "check_peers", "main"]
+__all__ = ["check_peers", "main", "nino_mlp_reference", "wnn_reference"]
 
 
 def wnn_reference(state: dict[str, np.ndarray], window: np.ndarray) -> np.ndarray:
     """The WNN authors' prediction for windows (N, 5) in float64, from their PyTorch port's state
     dict keys (dense[.linear], dense_1 .. dense_12), computed as their Keras network does."""
+
     def dense(i: int, x: np.ndarray) -> np.ndarray:
         prefix = ("dense" if i == 0 else f"dense_{i}") + (".linear" if i in (0, 5, 6, 11) else "")
         return x @ state[f"{prefix}.weight"].T + state[f"{prefix}.bias"]
@@ -57,6 +57,7 @@ def wnn_reference(state: dict[str, np.ndarray], window: np.ndarray) -> np.ndarra
 
 def nino_mlp_reference(state: dict[str, np.ndarray], window: np.ndarray, type_id: int, k: int) -> np.ndarray:
     """NiNo's graph-free prediction k states ahead for ONE tensor's window (numel, 5), float64."""
+
     def linear(name: str, x: np.ndarray) -> np.ndarray:
         return x @ state[f"{name}.weight"].T + state[f"{name}.bias"]
 
@@ -77,7 +78,7 @@ def check_peers(peers: str | Path, scalars: int = 200_000, seed: int = 0) -> lis
     peers = Path(peers)
     rng = np.random.default_rng(seed)
     # Random walks around N(0, 0.1) starting values, steps of 1e-3: weight histories of a few epochs.
-    window = (0.1 * rng.standard_normal((scalars, 1)) + 1e-3 * rng.standard_normal((scalars, 5)).cumsum(1))
+    window = 0.1 * rng.standard_normal((scalars, 1)) + 1e-3 * rng.standard_normal((scalars, 5)).cumsum(1)
     window32 = torch.from_numpy(window.astype(np.float32))
     window = window32.double().numpy()  # the reference sees exactly the float32 inputs
     rows = []

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from weightcast.cli import main as cli_main
 from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
 from weightcast.train_predictor.importers import (
     CheckpointImportError,
@@ -23,11 +21,15 @@ from weightcast.train_predictor.importers import (
     wnn_authors_state_dict,
 )
 
+from weightcast.cli import main as cli_main
+
 h5py = pytest.importorskip("h5py")
 
 U = torch.finfo(torch.float32).eps / 2  # unit roundoff of float32
 PEERS = Path(__file__).resolve().parents[2].parent / "shared" / "peers"
-needs_peers = pytest.mark.skipif(not PEERS.is_dir(), reason="the peers' released files (../shared/peers) are absent")
+needs_peers = pytest.mark.skipif(
+    not PEERS.is_dir(), reason="the peers' released files (../shared/peers) are absent"
+)
 
 # The authors' layer sizes, (out, in), by their PyTorch port's index; L1 layers are `LinearL1` (`.linear`).
 _WNN_SHAPES = {0: (64, 5), 1: (8, 64), 2: (64, 8), 3: (64, 8), 4: (64, 8), 5: (32, 64), 6: (64, 4),
@@ -247,7 +249,9 @@ def test_nino_bundle_round_trip_and_cli(tmp_path):
 
 def test_nino_bad_model_args(tmp_path):
     state = _nino_mlp_file(tmp_path / "a.pt")
-    torch.save({"state_dict": state, "model_args": {"gnn": False, "hid": 8, "act_name": "relu"}}, tmp_path / "b.pt")
+    torch.save(
+        {"state_dict": state, "model_args": {"gnn": False, "hid": 8, "act_name": "relu"}}, tmp_path / "b.pt"
+    )
     with pytest.raises(CheckpointImportError, match="act_name"):
         import_nino(tmp_path / "b.pt")
     torch.save(_authors_state(), tmp_path / "wnn.pt")
@@ -278,7 +282,9 @@ def test_real_nino_mlp(name):
     path = PEERS / "nino" / name
     predictor = nino_mlp_from_checkpoint(path, "conv")
     content = torch.load(path, weights_only=True)
-    assert sum(p.numel() for p in predictor.parameters()) == sum(v.numel() for v in content["state_dict"].values())
+    assert sum(p.numel() for p in predictor.parameters()) == sum(
+        v.numel() for v in content["state_dict"].values()
+    )
     window = _windows(20_000, seed=6)
     expected = reference_nino_mlp(content["state_dict"], window.double().numpy(), 3, 40)
     got = predictor.predict(window, 40).double().numpy()

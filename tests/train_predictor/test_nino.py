@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from weightcast.train_predictor.predictors import NiNoMLP, build_predictor
 from weightcast.train_predictor.predictors.nino import (
     NINO_TYPE_IDS,

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
 from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
-from weightcast.train_predictor.importers import CheckpointImportError, import_nino, nino_graph_from_checkpoint
+from weightcast.train_predictor.importers import (
+    CheckpointImportError,
+    import_nino,
+    nino_graph_from_checkpoint,
+)
 from weightcast.train_predictor.predictors import NiNoGraph, build_predictor
 from weightcast.train_predictor.predictors.neuron_graph import (
     NeuronGraphWarning,
@@ -65,7 +68,11 @@ def test_mlp_graph_by_hand():
     assert torch.equal(graph.edge_index, expected)
     assert graph.edge_type.tolist() == [1] * 12 + [2] * 4 + [1] * 8 + [2] * 2 + [13] * 11
     assert [(p.name, p.start, p.rows, p.kk) for p in graph.params] == [
-        ("0.weight", 0, 12, 1), ("0.bias", 12, 4, 1), ("2.weight", 16, 8, 1), ("2.bias", 24, 2, 1)]
+        ("0.weight", 0, 12, 1),
+        ("0.bias", 12, 4, 1),
+        ("2.weight", 16, 8, 1),
+        ("2.bias", 24, 2, 1),
+    ]
 
 
 class _ConvNet(nn.Module):
@@ -81,7 +88,7 @@ class _ConvNet(nn.Module):
 
 def test_conv_pool_flatten_and_norm_graph():
     graph = build_neuron_graph(_ConvNet())
-    conv, bias, bn_w, bn_b, fc, fc_b = graph.params
+    conv, _, bn_w, bn_b, fc, _ = graph.params
     assert (conv.rows, conv.kk, conv.splits, conv.type_id) == (6, 9, 1, 3)
     assert (bn_w.type_id, bn_b.type_id) == (4, 2)
     src, dst = graph.edge_index
@@ -208,7 +215,10 @@ def reference_nino_graph(predictor: NiNoGraph, graph, states: dict, k: int) -> d
         stats[par.name] = (z[:, :, -1], mean, std)
     feats[graph.num_param_edges : graph.num_param_edges + graph.num_residual_edges, 0] = 1.0
     feats[graph.num_edges - graph.num_nodes :, 0] = 2.0
-    e = lin("edge_proj", feats.reshape(graph.num_edges, fs * c)) + p["type_embed.weight"][graph.edge_type.numpy()]
+    e = (
+        lin("edge_proj", feats.reshape(graph.num_edges, fs * c))
+        + p["type_embed.weight"][graph.edge_type.numpy()]
+    )
     x = lin("node_proj", laplacian_pe(graph, predictor.lpe).double().numpy())
     for i in range(len(predictor.convs) - 1):
         scale, shift = np.split(lin(f"convs.{i}.edge_encoder", e), 2, axis=1)
@@ -221,7 +231,9 @@ def reference_nino_graph(predictor: NiNoGraph, graph, states: dict, k: int) -> d
         agg /= np.maximum(count, 1)[:, None]
         x = silu(lin(f"convs.{i}.lin", lin(f"convs.{i}.post", np.concatenate([x, agg], 1))))
         u = f"edge_updates.{i}"
-        e = lin(f"{u}.lin1", silu(lin(f"{u}.lin_e", e) + lin(f"{u}.lin_s", x)[src] + lin(f"{u}.lin_t", x)[dst]))
+        e = lin(
+            f"{u}.lin1", silu(lin(f"{u}.lin_e", e) + lin(f"{u}.lin_s", x)[src] + lin(f"{u}.lin_t", x)[dst])
+        )
     out = lin("edge_out.2", silu(lin("edge_out.0", e))).reshape(-1, fs, kk_max)[:, :, k - 1]
     result = {}
     for par in graph.params:
@@ -293,7 +305,10 @@ def test_bundle_save_load_bit_identical(tmp_path):
         bundle = PredictorBundle.from_predictors(predictors)
         loaded = PredictorBundle.from_pretrained(save_bundle(bundle, tmp_path / kind))
         for t, p in predictors.items():
-            assert all(torch.equal(a, b) for a, b in zip(p.state_dict().values(), loaded.predictors[t].state_dict().values()))
+            assert all(
+                torch.equal(a, b)
+                for a, b in zip(p.state_dict().values(), loaded.predictors[t].state_dict().values())
+            )
             assert loaded.predictors[t].config == p.config
 
 
@@ -325,7 +340,12 @@ def _nino_graph_file(path, hid=8, lpe=2, seed=0):
                  ("edge_out.fc.2", "edge_out.2")):  # fmt: skip
         theirs[f"{a}.weight"], theirs[f"{a}.bias"] = ours[f"{b}.weight"], ours[f"{b}.bias"]
     for i in range(3):
-        for a, b in (("edge_encoder", "edge_encoder"), ("pre_nns.0.0", "pre"), ("post_nns.0.0", "post"), ("lin", "lin")):
+        for a, b in (
+            ("edge_encoder", "edge_encoder"),
+            ("pre_nns.0.0", "pre"),
+            ("post_nns.0.0", "post"),
+            ("lin", "lin"),
+        ):
             for kind in ("weight", "bias"):
                 theirs[f"gnn.convs.{i}.{a}.{kind}"] = ours[f"convs.{i}.{b}.{kind}"]
     for i in range(2):
@@ -341,7 +361,9 @@ def test_import_nino_graph_file(tmp_path):
     bundle = import_nino(tmp_path / "nino_no_posw.pt")
     assert bundle.kind == "nino" and bundle.predictors["conv"].config["layer_type"] == "conv"
     imported = bundle.predictors["linear"]
-    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), imported.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(reference.state_dict().values(), imported.state_dict().values())
+    )
     torch.save({"state_dict": {}, "model_args": {"wte_pos_enc": True}}, tmp_path / "nino.pt")
     with pytest.raises(CheckpointImportError, match="wte_pos_enc"):
         import_nino(tmp_path / "nino.pt")
@@ -376,4 +398,9 @@ def test_edge_chunking_does_not_change_predictions(monkeypatch):
     chunked = predictor.predict_graph(graph, states, 2)
     for name, value in whole.items():
         # the same sums in a different order (index_add_ per chunk): a few roundings of O(1) terms
-        assert torch.allclose(chunked[name], value, rtol=0, atol=1e-5 * states[name].std().item() + 8 * U * value.abs().max().item()), name
+        assert torch.allclose(
+            chunked[name],
+            value,
+            rtol=0,
+            atol=1e-5 * states[name].std().item() + 8 * U * value.abs().max().item(),
+        ), name

@@ -41,7 +41,7 @@ from torch import Tensor, fx, nn
 
 from weightcast.errors import WeightcastWarning
 
-__all__ = ["NeuronGraph", "ParamEdges", "build_neuron_graph", "laplacian_pe", "NeuronGraphWarning"]
+__all__ = ["NeuronGraph", "NeuronGraphWarning", "ParamEdges", "build_neuron_graph", "laplacian_pe"]
 
 TYPE_FC, TYPE_BIAS, TYPE_CONV, TYPE_NORM, TYPE_EMBED = 1, 2, 3, 4, 5
 TYPE_RESIDUAL, TYPE_SELF_LOOP = 10, 13
@@ -210,16 +210,25 @@ class _Builder:
             if fn in _SCALE and len(tensors) == 1:
                 return ids(tensors[0])
             if fn is torch.cat:
-                return self.cat([ids(a) for a in node.args[0]], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0))
+                return self.cat(
+                    [ids(a) for a in node.args[0]],
+                    node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0),
+                )
             if fn is F.pad and tensors:
-                return self.pad(ids(tensors[0]), node.args[1] if len(node.args) > 1 else node.kwargs.get("pad"))
+                return self.pad(
+                    ids(tensors[0]), node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+                )
             if fn is operator.getitem and tensors and _keeps_channels(node.args[1]):
                 return ids(tensors[0])
             return None
         if node.op == "call_method":
             if node.target in _PASS_METHODS:
                 return ids(node.args[0])
-            if node.target in ("add", "add_", "sub") and len(node.args) == 2 and isinstance(node.args[1], fx.Node):
+            if (
+                node.target in ("add", "add_", "sub")
+                and len(node.args) == 2
+                and isinstance(node.args[1], fx.Node)
+            ):
                 return self.residual(ids(node.args[0]), ids(node.args[1]))
             return None
         return None  # placeholder (unknown inputs), get_attr (bare parameters: fall back), output
@@ -236,8 +245,15 @@ class _Builder:
                               math.prod(module.kernel_size), TYPE_CONV)  # fmt: skip
         if isinstance(module, _NORMS):
             if x is None:
-                count = module.num_features if hasattr(module, "num_features") else (
-                    module.num_channels if isinstance(module, nn.GroupNorm) else math.prod(module.normalized_shape))
+                count = (
+                    module.num_features
+                    if hasattr(module, "num_features")
+                    else (
+                        module.num_channels
+                        if isinstance(module, nn.GroupNorm)
+                        else math.prod(module.normalized_shape)
+                    )
+                )
                 x = self.new(count)
             if name not in self.used and getattr(module, "weight", None) is not None:
                 self.used.add(name)
@@ -251,7 +267,9 @@ class _Builder:
             tokens, out = self.new(module.num_embeddings), self.new(module.embedding_dim)
             src = tokens.repeat_interleave(module.embedding_dim)
             dst = out.repeat(module.num_embeddings)
-            self.add_param(f"{name}.weight", tuple(module.weight.shape), TYPE_EMBED, src, dst, module.weight.numel(), 1)
+            self.add_param(
+                f"{name}.weight", tuple(module.weight.shape), TYPE_EMBED, src, dst, module.weight.numel(), 1
+            )
             return out
         return None  # recurrent layers, attention modules, unknown leaves: their parameters fall back
 
@@ -335,8 +353,5 @@ class _Builder:
 def _keeps_channels(index) -> bool:
     """x[index] leaves dimension 1 whole: e.g. the strided spatial slicing of a ResNet shortcut."""
     return (
-        isinstance(index, tuple)
-        and len(index) >= 2
-        and index[0] == slice(None)
-        and index[1] == slice(None)
+        isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and index[1] == slice(None)
     )

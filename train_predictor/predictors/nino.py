@@ -41,7 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from weightcast.train_predictor.predictors.base import (
     DEFAULT_CHUNK_SIZE,
     Kernel,
@@ -51,12 +50,12 @@ from weightcast.train_predictor.predictors.base import (
 from weightcast.zoo.layer_types import LAYER_TYPES
 
 __all__ = [
+    "NINO_NUM_TYPES",
+    "NINO_TYPE_IDS",
     "NiNoMLP",
     "PerTensorPredictor",
-    "NINO_TYPE_IDS",
-    "NINO_NUM_TYPES",
-    "nino_type_id",
     "nino_horizon_schedule",
+    "nino_type_id",
     "tensor_stats",
 ]
 
@@ -93,8 +92,10 @@ def nino_horizon_schedule(max_steps: int, period: int, k_max: int = 40, power: f
     e.g. [40, 33, 26, 21, 16, 11, 8, 5, 3, 1] for 10,000 steps, period 1000 (at least one jump).
     Jump j (0-based) uses entry min(j, len - 1); k counts context spacings (period / c steps)."""
     if max_steps < 1 or period < 1 or k_max < 1 or power <= 0:
-        raise ValueError(f"need max_steps, period, k_max >= 1 and power > 0, got {max_steps=}, {period=}, "
-                         f"{k_max=}, {power=}")
+        raise ValueError(
+            f"need max_steps, period, k_max >= 1 and power > 0, got {max_steps=}, {period=}, "
+            f"{k_max=}, {power=}"
+        )
     # numpy, as NiNo: its linspace and round-half-to-even give the published values exactly.
     values = np.linspace(k_max ** (1 / power), 1, num=max(1, max_steps // period)) ** power
     return [int(k) for k in values.round()]
@@ -194,7 +195,11 @@ class PerTensorPredictor(Predictor):
         self.check_window(window)
         if target.dim() == 1:
             target = target[:, None]
-        if target.dim() != 2 or target.shape[0] != window.shape[0] or not 1 <= target.shape[1] <= self.horizon:
+        if (
+            target.dim() != 2
+            or target.shape[0] != window.shape[0]
+            or not 1 <= target.shape[1] <= self.horizon
+        ):
             raise ValueError(
                 f"predictor {self.kind!r} needs targets of shape ({window.shape[0]}, m), 1 <= m <= "
                 f"{self.horizon}, for {window.shape[0]} windows, got {tuple(target.shape)}"
@@ -211,7 +216,6 @@ class PerTensorPredictor(Predictor):
         m, s = mean.to(window), std.to(window)
         z = (window - m) / (s + self.eps)
         return (z[:, -1:] + self.deltas(z, type_id)) * s + m
-
 
 
 @register_predictor
@@ -242,11 +246,15 @@ class NiNoMLP(PerTensorPredictor):
         eps: float = 1e-6,
     ):
         if hidden < 1 or depth < 0 or eps < 0:
-            raise self.config_error(f"need hidden >= 1, depth >= 0, eps >= 0; got {hidden=}, {depth=}, {eps=}")
+            raise self.config_error(
+                f"need hidden >= 1, depth >= 0, eps >= 0; got {hidden=}, {depth=}, {eps=}"
+            )
         if layer_type not in NINO_TYPE_IDS:
             raise self.config_error(f"layer_type must be one of {LAYER_TYPES}, got {layer_type!r}")
         if num_types <= max(NINO_TYPE_IDS.values()):
-            raise self.config_error(f"num_types must exceed the largest type id {max(NINO_TYPE_IDS.values())}")
+            raise self.config_error(
+                f"num_types must exceed the largest type id {max(NINO_TYPE_IDS.values())}"
+            )
         config = dict(
             input_length=input_length,
             horizon=horizon,
@@ -299,4 +307,3 @@ def _nino_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
     if isinstance(module, nn.Linear):
         nn.init.zeros_(module.bias)
-

@@ -39,12 +39,11 @@ Two ways to call it:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from weightcast.train_predictor.predictors.base import register_predictor
 from weightcast.train_predictor.predictors.neuron_graph import (
     TYPE_RESIDUAL,
@@ -56,7 +55,6 @@ from weightcast.train_predictor.predictors.nino import (
     NINO_NUM_TYPES,
     NINO_TYPE_IDS,
     PerTensorPredictor,
-    nino_type_id,
     tensor_stats,
 )
 from weightcast.zoo.layer_types import LAYER_TYPES
@@ -115,7 +113,9 @@ class NiNoGraph(PerTensorPredictor):
         self.edge_proj = nn.Linear(max_feat * input_length, hidden)
         self.convs = nn.ModuleList(_Conv(hidden) for _ in range(layers))
         self.edge_updates = nn.ModuleList(_EdgeUpdate(hidden) for _ in range(layers - 1))
-        self.edge_out = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, max_feat * horizon))
+        self.edge_out = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, max_feat * horizon)
+        )
         self.apply(_init)
 
     # ------------------------------------------------------------ whole models
@@ -135,7 +135,9 @@ class NiNoGraph(PerTensorPredictor):
         horizon = self.horizon if horizon is None else horizon
         if not 1 <= horizon <= self.horizon:
             raise ValueError(f"predictor 'nino' covers horizons 1..{self.horizon}, got {horizon}")
-        missing = [p.name for p in graph.params if p.name not in states] + [n for n in graph.fallback if n not in states]
+        missing = [p.name for p in graph.params if p.name not in states] + [
+            n for n in graph.fallback if n not in states
+        ]
         if missing:
             raise ValueError(f"states are missing parameters of the graph: {missing[:10]}")
         param = self.edge_proj.weight
@@ -171,7 +173,9 @@ class NiNoGraph(PerTensorPredictor):
         for p in graph.params:
             window = states[p.name].reshape(c, -1).T  # (numel, c)
             if window.shape[1] != c:
-                raise ValueError(f"states[{p.name!r}] must hold {c} states, got shape {tuple(states[p.name].shape)}")
+                raise ValueError(
+                    f"states[{p.name!r}] must hold {c} states, got shape {tuple(states[p.name].shape)}"
+                )
             mean, std = tensor_stats(window, self.eps)
             z = ((window.to(**kw) - mean.to(**kw)) / (std.to(**kw) + self.eps)).reshape(p.rows, p.kk, c)
             scales.append((z[:, :, -1], mean.to(**kw), std.to(**kw)))
@@ -206,15 +210,20 @@ class NiNoGraph(PerTensorPredictor):
         """The rounds of the module docstring: (V, H) nodes, (E, H) edges -> the final (E, H) edges.
         Without autograd the edge states are updated in place, chunk by chunk."""
         grad = torch.is_grad_enabled()
-        degree = torch.zeros(num_nodes, dtype=x.dtype, device=x.device).index_add_(0, dst, torch.ones_like(dst, dtype=x.dtype))
+        degree = torch.zeros(num_nodes, dtype=x.dtype, device=x.device).index_add_(
+            0, dst, torch.ones_like(dst, dtype=x.dtype)
+        )
         degree = degree.clamp(min=1)[:, None]
         chunk = e.shape[0] if grad else _EDGE_CHUNK
         for conv, update in zip(self.convs, self.edge_updates):  # the last conv feeds no edge: skipped
             total = x.new_zeros(num_nodes, self.hidden)
             for begin in range(0, e.shape[0], chunk):
                 s, d = src[begin : begin + chunk], dst[begin : begin + chunk]
-                total = total.index_add(0, d, conv.message(x, e[begin : begin + chunk], s, d)) if grad else (
-                    total.index_add_(0, d, conv.message(x, e[begin : begin + chunk], s, d)))
+                total = (
+                    total.index_add(0, d, conv.message(x, e[begin : begin + chunk], s, d))
+                    if grad
+                    else (total.index_add_(0, d, conv.message(x, e[begin : begin + chunk], s, d)))
+                )
             x = F.silu(conv.node(x, total / degree))
             xs, xt = update.lin_s(x), update.lin_t(x)
             if grad:
@@ -238,8 +247,11 @@ class NiNoGraph(PerTensorPredictor):
         nodes = torch.arange(2 * n, device=z.device)
         src = torch.cat([nodes[0::2], nodes])
         dst = torch.cat([nodes[1::2], nodes])
-        x = self.node_proj(z.new_zeros(1, self.node_proj.in_features)).expand(2 * n, -1) if self.lpe else (
-            z.new_zeros(2 * n, self.hidden))
+        x = (
+            self.node_proj(z.new_zeros(1, self.node_proj.in_features)).expand(2 * n, -1)
+            if self.lpe
+            else (z.new_zeros(2 * n, self.hidden))
+        )
         e = self._propagate(x.contiguous(), e, src, dst, 2 * n)[:n]
         head = self.edge_out[2]
         k = torch.arange(self.horizon, device=z.device)[rows]  # slot 0's rows are 0 .. K - 1
