@@ -124,6 +124,23 @@ def test_residual_edges():
     assert (graph.edge_type[begin : begin + 4] == 10).all()
 
 
+def test_recurrent_graph():
+    model = nn.Sequential(nn.GRU(3, 4, num_layers=2, batch_first=True))
+    graph = build_neuron_graph(model)
+    assert graph.fallback == [] and len(graph.params) == 8
+    src, dst = graph.edge_index
+    by_name = {p.name: p for p in graph.params}
+    ih0, hh0 = by_name["0.weight_ih_l0"], by_name["0.weight_hh_l0"]
+    hidden0 = dst[hh0.start : hh0.start + hh0.edges].unique()
+    assert len(hidden0) == 4
+    # weight_hh (3 gates x 4, 4): each gate row r feeds hidden neuron r % 4 from every hidden neuron
+    assert set(src[hh0.start : hh0.start + hh0.edges].tolist()) == set(hidden0.tolist())
+    assert dst[hh0.start : hh0.start + 4].tolist() == [hidden0[0].item()] * 4
+    assert len(src[ih0.start : ih0.start + ih0.edges].unique()) == 3  # the 3 input neurons
+    ih1 = by_name["0.weight_ih_l1"]  # layer 1 reads layer 0's hidden neurons
+    assert set(src[ih1.start : ih1.start + ih1.edges].tolist()) == set(hidden0.tolist())
+
+
 class _Untraceable(nn.Module):
     def __init__(self):
         super().__init__()
@@ -133,10 +150,26 @@ class _Untraceable(nn.Module):
         return self.fc(x) if x.sum() > 0 else x  # data-dependent control flow
 
 
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x)[0])
+
+
+_ATTENTION_PARAMS = ["attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias"]
+
+
 def test_fallback_warnings_name_the_parameters():
-    with pytest.warns(NeuronGraphWarning, match="0.weight_ih_l0, 0.weight_hh_l0"):
-        graph = build_neuron_graph(nn.Sequential(nn.GRU(3, 4, batch_first=True)))
-    assert graph.fallback == ["0.weight_ih_l0", "0.weight_hh_l0", "0.bias_ih_l0", "0.bias_hh_l0"]
+    with pytest.warns(NeuronGraphWarning, match="attn.in_proj_weight, attn.in_proj_bias"):
+        graph = build_neuron_graph(_Attention())
+    assert graph.fallback == _ATTENTION_PARAMS and [p.name for p in graph.params] == [
+        "head.weight",
+        "head.bias",
+    ]
     with pytest.warns(NeuronGraphWarning, match="cannot trace"):
         graph = build_neuron_graph(_Untraceable())
     assert graph.fallback == ["fc.weight", "fc.bias"] and graph.params == []
@@ -162,10 +195,7 @@ def test_every_zoo_family_builds(arch):
     # memory linear in the parameters: at most one edge per scalar, plus residuals and self-loops
     assert graph.num_param_edges <= sum(numel.values())
     assert graph.num_edges == graph.num_param_edges + graph.num_residual_edges + graph.num_nodes
-    if arch in ("gru", "lstm"):
-        assert graph.fallback  # recurrent weights have no derived connectivity yet
-    else:
-        assert graph.fallback == []
+    assert graph.fallback == []
     if arch in ("resnet20", "resnet32", "mobilenetv2", "transformer"):
         assert graph.num_residual_edges > 0
 
@@ -264,13 +294,13 @@ def test_predict_graph_matches_reference(model_fn, k):
 
 
 def test_predict_graph_fallback_and_errors():
-    model = nn.Sequential(nn.GRU(3, 4, batch_first=True))
+    model = _Attention()
     predictor = _randomized(NiNoGraph(hidden=4, horizon=3, lpe=0))
     with pytest.warns(NeuronGraphWarning):
         graph = build_neuron_graph(model)
     states = _states(model)
     out = predictor.predict_graph(graph, states, 2)
-    name = "0.weight_ih_l0"
+    name = "attn.in_proj_weight"
     window = states[name].reshape(5, -1).T
     assert torch.equal(out[name], predictor.predict(window, 2, layer_type="linear").reshape(out[name].shape))
     with pytest.raises(ValueError, match="covers horizons"):

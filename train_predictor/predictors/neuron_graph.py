@@ -19,9 +19,12 @@ Linear, the last one). Rules per operation:
 - element-wise functions, pooling, flatten, dropout, spatial slicing, channel zero-padding: the
   neurons pass through; any other operation gives a value of unknown neurons, and its consumer
   gets fresh input nodes (e.g. attention's reshapes: Q/K/V are not split per head).
-- parameters that no rule places (recurrent layers, attention modules, bare nn.Parameters used in
-  functional code, a model fx cannot trace) fall back to the per-scalar path of the predictor, and
-  `build_neuron_graph` warns naming them.
+- RNN / GRU / LSTM: `hidden_size` neurons per layer and direction; each gate row of weight_ih is an
+  edge from an input neuron to its hidden neuron, weight_hh the same among the hidden neurons (the
+  recurrence), biases hang from auxiliary nodes; indexing its (output, state) keeps the neurons.
+- parameters that no rule places (nn.MultiheadAttention and other leaves with parameters, LSTM
+  projections, bare nn.Parameters used in functional code, a model fx cannot trace) fall back to
+  the per-scalar path of the predictor, and `build_neuron_graph` warns naming them.
 Every node gets a self-loop (type 13, first feature 2), as in NiNo.
 
 Memory: O(parameters): an edge per weight scalar (per kernel for convolutions), int64 indices.
@@ -181,6 +184,7 @@ class _Builder:
         self.res_dst: list[Tensor] = []
         self.used: set[str] = set()
         self.names = {name for name, _ in model.named_parameters()}
+        self.recurrent: set[fx.Node] = set()  # values whose indexing keeps the hidden neurons
 
     def new(self, count: int) -> Tensor:
         ids = torch.arange(self.nodes, self.nodes + count)
@@ -199,6 +203,8 @@ class _Builder:
         if node.op == "call_module":
             module = self.modules[node.target]
             x = ids(node.args[0]) if node.args else None
+            if isinstance(module, nn.RNNBase):
+                self.recurrent.add(node)
             return self.module(node.target, module, x)
         if node.op == "call_function":
             fn = node.target
@@ -218,8 +224,12 @@ class _Builder:
                 return self.pad(
                     ids(tensors[0]), node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
                 )
-            if fn is operator.getitem and tensors and _keeps_channels(node.args[1]):
-                return ids(tensors[0])
+            if fn is operator.getitem and tensors:
+                if tensors[0] in self.recurrent:  # (output, h_n) of a recurrent layer and its parts
+                    self.recurrent.add(node)
+                    return ids(tensors[0])
+                if _keeps_channels(node.args[1]):
+                    return ids(tensors[0])
             return None
         if node.op == "call_method":
             if node.target in _PASS_METHODS:
@@ -271,7 +281,47 @@ class _Builder:
                 f"{name}.weight", tuple(module.weight.shape), TYPE_EMBED, src, dst, module.weight.numel(), 1
             )
             return out
-        return None  # recurrent layers, attention modules, unknown leaves: their parameters fall back
+        if isinstance(module, nn.RNNBase) and name not in self.used:
+            self.used.add(name)
+            return self.rnn(name, module, x)
+        return None  # attention modules, unknown leaves: their parameters fall back
+
+    def rnn(self, name: str, module: nn.RNNBase, x: Tensor | None) -> Tensor:
+        """RNN / GRU / LSTM: per layer and direction, `hidden_size` neurons; weight_ih row r (gate
+        r // hidden) is an edge from each input neuron to hidden neuron r % hidden, weight_hh the
+        same from the hidden neurons to themselves (the recurrence), biases from auxiliary nodes.
+        Returns the last layer's hidden neurons (both directions concatenated)."""
+        hidden = module.hidden_size
+        size = module.proj_size or hidden  # what a layer outputs (LSTM projections)
+        directions = 2 if module.bidirectional else 1
+        inputs = x
+        for layer in range(module.num_layers):
+            outputs = []
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                neurons = self.new(hidden)
+                ih = getattr(module, f"weight_ih{suffix}")
+                source = inputs
+                if source is None or len(source) != ih.shape[1] or (source < 0).any():
+                    source = self.new(ih.shape[1])
+                rows = torch.arange(ih.shape[0]) % hidden
+                for kind, src_ids, weight in (
+                    ("ih", source, ih),
+                    ("hh", None, getattr(module, f"weight_hh{suffix}")),
+                ):
+                    src_ids = neurons if src_ids is None else src_ids
+                    if weight.shape[1] != len(src_ids):  # projected LSTM: hh reads the projection
+                        src_ids = self.new(weight.shape[1])
+                    cols = weight.shape[1]
+                    self.add_param(f"{name}.weight_{kind}{suffix}", tuple(weight.shape), TYPE_FC,
+                                   src_ids.repeat(weight.shape[0]), neurons[rows].repeat_interleave(cols),
+                                   weight.numel(), 1)  # fmt: skip
+                    bias = getattr(module, f"bias_{kind}{suffix}", None)
+                    if bias is not None:
+                        self.aux(f"{name}.bias_{kind}{suffix}", bias, neurons[rows], TYPE_BIAS)
+                outputs.append(neurons if size == hidden else self.new(size))
+            inputs = torch.cat(outputs)
+        return inputs
 
     def dense(self, name, weight, bias, x, in_features, groups, kk, type_id) -> Tensor:
         """Linear / conv: new output neurons, weight edges from the input neurons, bias edges."""
