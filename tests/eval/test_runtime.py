@@ -434,3 +434,236 @@ def test_ddp_wrapped_model(tmp_path):
         assert all(p.grad is not None for p in model.parameters())
     finally:
         dist.destroy_process_group()
+
+
+# --- step cadence, horizon schedule, per-tensor predictors ---------------------------------------
+
+
+def test_step_cadence_snapshots_every_n_calls_and_jumps_every_period():
+    """Called every step: a snapshot every 3 calls, a jump every 15; the window is the weights
+    at calls 3, 6, ..., 15 and the horizon (5) counts snapshot intervals, i.e. 15 calls ahead."""
+    model = _linear_model()
+    start = _params(model)
+    slope = {n: torch.full(p.shape, 0.125) for n, p in start.items()}
+    config = NowcastConfig(guard=False, snapshot_every=3, period=15)
+    nowcaster = Nowcaster(model, None, _bundle(), config)
+    jumps = _run_linear(model, nowcaster, start, slope, range(1, 16))
+    assert [j is not None for j in jumps] == [False] * 14 + [True]
+    assert jumps[-1].call == 15 and jumps[-1].horizon == 5
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), start[name] + slope[name] * (15 + 5 * 3))
+    assert nowcaster.stats.calls == 15 and nowcaster.stats.attempted == 1
+
+
+def test_step_cadence_defaults_and_errors():
+    bundle = _bundle()
+    assert NowcastConfig(snapshot_every=200).for_bundle(bundle).period == 1000  # NiNo: 5 states, period/5 apart
+    assert NowcastConfig("farcast", snapshot_every=4).for_bundle(bundle).farcast_after == 16
+    with pytest.raises(ConfigError, match="period=1001 is not a multiple of snapshot_every=200"):
+        NowcastConfig(snapshot_every=200, period=1001).for_bundle(bundle)
+    with pytest.raises(ConfigError, match=r"period=800 is shorter than the bundle's window of 5 snapshots \(one"):
+        NowcastConfig(snapshot_every=200, period=800).for_bundle(bundle)
+    with pytest.raises(ConfigError, match="snapshot_every must be >= 1"):
+        NowcastConfig(snapshot_every=0)
+
+
+def test_nino_horizon_schedule_decreases_over_the_run():
+    from weightcast.eval.runtime import horizon_schedule
+    from weightcast.train_predictor.predictors.nino import nino_horizon_schedule
+
+    config = NowcastConfig(guard=False, horizon=40, horizon_schedule="nino", max_calls=50)
+    expected = nino_horizon_schedule(50, 5, 40)  # 10 jumps, from 40 down to 1
+    assert horizon_schedule(config.for_bundle(_bundle("no-jump"))) == expected and expected[-1] == 1
+    nowcaster = Nowcaster(_linear_model(), None, _bundle("no-jump"), config)
+    for _ in range(60):  # past max_calls: the last horizon goes on
+        nowcaster()
+    assert [j.horizon for j in nowcaster.stats.jumps] == expected + [1, 1]
+    with pytest.raises(ConfigError, match="needs max_calls"):
+        Nowcaster(_linear_model(), None, _bundle(), NowcastConfig(guard=False, horizon_schedule="nino"))
+    wnn = PredictorBundle.from_predictors({"linear": WNN()})
+    with pytest.raises(ConfigError, match=r"covers horizons \(5,\), not horizon=1, 2, 3, 4 \(the nino schedule"):
+        Nowcaster(_linear_model(), None, wnn, NowcastConfig(guard=False, horizon_schedule="nino", max_calls=50))
+
+
+def test_per_tensor_predictor_gets_one_parameter_tensor_per_call():
+    from weightcast.train_predictor.predictors.nino import NiNoMLP
+
+    torch.manual_seed(0)
+    nino = NiNoMLP(input_length=3, horizon=4, hidden=8, depth=1)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))  # 2 weights (linear), 2 biases (bias)
+    config = NowcastConfig(guard=False, horizon=2, chunk_size=5)  # chunking must not split a tensor
+    nowcaster = Nowcaster(model, None, PredictorBundle.from_predictors({"linear": nino}), config)
+    predictor = nowcaster._groups[0].predictor
+    assert all(group.predictor is predictor for group in nowcaster._groups)  # the fallback serves bias
+    calls = []
+    original = predictor.predict
+
+    def spy(window, horizon=None, *, layer_type=None, **kwargs):
+        calls.append((tuple(window.shape), horizon, layer_type))
+        return original(window, horizon, layer_type=layer_type, **kwargs)
+
+    predictor.predict = spy
+    generator = torch.Generator().manual_seed(1)
+    states = [_params(model)]
+    for _ in range(3):  # a jump every 3 calls (the window): the states after calls 1, 2, 3
+        _set(model, {n: v + 0.1 * torch.randn(v.shape, generator=generator) for n, v in states[-1].items()})
+        states.append(_params(model))
+        jump = nowcaster()
+    assert jump.outcome == "accepted"
+    assert sorted(calls) == sorted([((12, 3), 2, "linear"), ((6, 3), 2, "linear"), ((3, 3), 2, "bias"), ((2, 3), 2, "bias")])
+    for name, param in model.named_parameters():  # each tensor predicted from its own window alone
+        window = torch.stack([s[name].reshape(-1) for s in states[1:]], dim=1)
+        layer_type = "linear" if name.endswith("weight") else "bias"
+        expected = original(window, 2, layer_type=layer_type).view(param.shape)
+        torch.testing.assert_close(param.detach(), expected, rtol=0, atol=1e-6)
+
+
+# --- exception safety -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError])
+def test_an_exception_in_the_probe_restores_the_weights_and_counts_the_attempt(error):
+    model = _linear_model()
+    start = _params(model)
+    slope = {n: torch.full(p.shape, 0.1) for n, p in start.items()}
+    probes = []
+
+    def probe(module):
+        probes.append(1)
+        if len(probes) == 3:  # construction, before the jump, then after it is written
+            raise error("probe interrupted")
+        return 1.0
+
+    nowcaster = Nowcaster(model, None, _bundle(), probe=probe)
+    with pytest.raises(error, match="probe interrupted"):
+        _run_linear(model, nowcaster, start, slope, range(1, 6))
+    for name, param in model.named_parameters():
+        assert torch.equal(param.detach(), start[name] + slope[name] * 5)  # the pre-jump weights
+    stats = nowcaster.stats
+    assert (stats.attempted, stats.rolled_back_error, stats.accepted) == (1, 1, 0)
+    assert stats.jumps[-1].outcome == "rolled_back_error" and stats.seconds > 0
+    assert _run_linear(model, nowcaster, start, slope, range(6, 11))[-1].outcome == "accepted"  # goes on
+
+
+def test_an_exception_in_the_prediction_leaves_the_weights_unchanged():
+    model = _linear_model()
+    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(guard=False))
+    for _ in range(4):
+        nowcaster()
+    before = _params(model)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("predictor out of memory")
+
+    for group in nowcaster._groups:
+        group.predictor.predict = out_of_memory
+    with pytest.raises(MemoryError):
+        nowcaster()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert nowcaster.stats.rolled_back_error == 1
+
+
+def test_a_probe_that_returns_no_scalar_fails_at_construction():
+    with pytest.raises(ConfigError, match=r"the probe returned a tensor of shape \(8,\)"):
+        Nowcaster(_linear_model(), None, _bundle(), probe=lambda m: torch.ones(8))
+    with pytest.raises(ConfigError, match="the probe returned a str"):
+        Nowcaster(_linear_model(), None, _bundle(), probe=lambda m: "loss")
+    Nowcaster(_linear_model(), None, _bundle(), probe=lambda m: torch.ones(()))  # a 0-dim tensor is one number
+
+
+def test_an_all_nan_probe_warns_once_and_every_jump_is_rolled_back():
+    model = _linear_model()
+    with pytest.warns(NowcastWarning, match="the probe loss is NaN/Inf at construction") as record:
+        nowcaster = Nowcaster(model, None, _bundle(), probe=lambda m: math.nan)
+        for _ in range(15):
+            nowcaster()
+    assert len([w for w in record if issubclass(w.category, NowcastWarning)]) == 1
+    stats = nowcaster.stats
+    assert (stats.attempted, stats.rolled_back_guard, stats.accepted) == (3, 3, 0)
+
+
+# --- checkpointing --------------------------------------------------------------------------
+
+
+def _resumable_run(steps, checkpoint_at=None, path=None):
+    """A plain loop on fixed data: an MLP, AdamW, a nowcaster called every step (a snapshot every
+    2 steps, a jump every 10, the line-search guard). With `checkpoint_at`, the model, optimizer
+    and nowcaster are saved after that step and everything is rebuilt from the checkpoint."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=generator), torch.randn(64, 3, generator=generator)
+
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+        config = NowcastConfig(snapshot_every=2, period=10, optimizer_policy="rescale")
+        probe = (x[:32], y[:32], nn.functional.mse_loss)
+        return model, optimizer, Nowcaster(model, optimizer, _bundle(), config, probe=probe)
+
+    model, optimizer, nowcaster = build()
+    for step in range(steps):
+        batch = slice(8 * (step % 8), 8 * (step % 8) + 8)
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x[batch]), y[batch]).backward()
+        optimizer.step()
+        nowcaster()
+        if step + 1 == checkpoint_at:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "nowcaster": nowcaster.state_dict()}
+            torch.save(state, path)
+            del model, optimizer, nowcaster, state
+            model, optimizer, nowcaster = build()  # a new process would start here
+            state = torch.load(path, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            nowcaster.load_state_dict(state["nowcaster"])
+    return model, nowcaster
+
+
+@pytest.mark.parametrize("checkpoint_at", [7, 10, 23])  # mid-period, right after a jump, off a snapshot
+def test_a_resumed_run_makes_exactly_the_jumps_of_an_uninterrupted_one(tmp_path, checkpoint_at):
+    plain_model, plain = _resumable_run(40)
+    model, resumed = _resumable_run(40, checkpoint_at, tmp_path / "checkpoint.pt")
+    for a, b in zip(plain_model.parameters(), model.parameters()):
+        assert torch.equal(a, b)  # bit-identical: same jumps, same scales, same optimizer state
+    outcomes = lambda n: [(j.call, j.outcome, j.scale, j.horizon) for j in n.stats.jumps]  # noqa: E731
+    assert outcomes(resumed) == outcomes(plain) and len(outcomes(plain)) == 4
+    assert plain.stats.accepted >= 1  # the run exercised an accepted jump, not only rollbacks
+    assert (resumed.stats.calls, resumed.stats.attempted) == (plain.stats.calls, plain.stats.attempted)
+
+
+def test_load_state_dict_refuses_another_cadence_or_model():
+    state = Nowcaster(_linear_model(), None, _bundle(), NowcastConfig(guard=False)).state_dict()
+    other = Nowcaster(_linear_model(), None, _bundle(), NowcastConfig(guard=False, period=6))
+    with pytest.raises(ConfigError, match="differs from this one in its cadence"):
+        other.load_state_dict(state)
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ConfigError, match="differs from this one in its parameters"):
+        Nowcaster(model, None, _bundle(), NowcastConfig(guard=False)).load_state_dict(state)
+    with pytest.raises(ConfigError, match="state version"):
+        other.load_state_dict({**state, "version": 99})
+
+
+# --- overhead ------------------------------------------------------------------------------
+
+
+def test_min_payoff_skips_jumps_whose_cost_cannot_pay():
+    """A payoff no jump can reach (1e12 x its cost): the first jump runs and is timed, later ones
+    are skipped; min_payoff=0 (the default) never skips."""
+    nowcaster = Nowcaster(_linear_model(), None, _bundle(), NowcastConfig(guard=False, min_payoff=1e12))
+    jumps = [nowcaster() for _ in range(15)]
+    assert [j.call for j in jumps if j is not None] == [5]
+    assert (nowcaster.stats.attempted, nowcaster.stats.skipped) == (1, 2)
+    nowcaster = Nowcaster(_linear_model(), None, _bundle(), NowcastConfig(guard=False))
+    assert sum(nowcaster() is not None for _ in range(15)) == 3 and nowcaster.stats.skipped == 0
+
+
+def test_hook_with_step_cadence_and_the_nino_schedule(mnist1d):
+    """8 steps per epoch, 2 epochs: a call every step, a snapshot every 2, a jump every 4 steps;
+    max_calls filled in from the run's 16 steps."""
+    from weightcast.train_predictor.predictors.nino import nino_horizon_schedule
+
+    config = NowcastConfig(period=4, snapshot_every=2, horizon=9, horizon_schedule="nino")
+    hook = NowcastHook(_bundle("no-jump", input_length=2, horizon=1), config, every_steps=1)
+    train(_zoo_config(epochs=2), hooks=[hook], task=mnist1d)
+    assert hook.nowcaster.config.max_calls == 16 and hook.stats.calls == 16
+    assert [j.horizon for j in hook.stats.jumps] == nino_horizon_schedule(16, 4, 9)
