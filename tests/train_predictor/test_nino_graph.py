@@ -153,23 +153,47 @@ class _Untraceable(nn.Module):
 class _Attention(nn.Module):
     def __init__(self):
         super().__init__()
+        self.embed = nn.Linear(3, 4)
         self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
         self.head = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.head(self.attn(x, x, x)[0])
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h)[0])
 
 
-_ATTENTION_PARAMS = ["attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias"]
+def test_attention_graph():
+    graph = build_neuron_graph(_Attention())
+    assert graph.fallback == []
+    by_name = {p.name: p for p in graph.params}
+    src, dst = graph.edge_index
+    qkv = by_name["attn.in_proj_weight"]
+    types = graph.edge_type[qkv.start : qkv.start + qkv.edges].reshape(3, 16)
+    assert (types == torch.tensor([[7], [8], [9]])).all()  # NiNo's q, k, v types: row blocks of (3E, E)
+    embed_out = dst[by_name["embed.weight"].start : by_name["embed.weight"].start + 12].unique()
+    assert set(src[qkv.start : qkv.start + qkv.edges].tolist()) == set(embed_out.tolist())
+    value = dst[qkv.start + 32 : qkv.start + 48].unique()  # the value neurons
+    out = by_name["attn.out_proj.weight"]
+    assert set(src[out.start : out.start + out.edges].tolist()) == set(value.tolist())
+    head = by_name["head.weight"]
+    out_neurons = dst[out.start : out.start + out.edges].unique()
+    assert set(src[head.start : head.start + head.edges].tolist()) == set(out_neurons.tolist())
+
+
+class _Bare(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4))  # used functionally: no module rule places it
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(x * self.scale)
 
 
 def test_fallback_warnings_name_the_parameters():
-    with pytest.warns(NeuronGraphWarning, match="attn.in_proj_weight, attn.in_proj_bias"):
-        graph = build_neuron_graph(_Attention())
-    assert graph.fallback == _ATTENTION_PARAMS and [p.name for p in graph.params] == [
-        "head.weight",
-        "head.bias",
-    ]
+    with pytest.warns(NeuronGraphWarning, match="predicted per scalar instead: scale"):
+        graph = build_neuron_graph(_Bare())
+    assert graph.fallback == ["scale"] and [p.name for p in graph.params] == ["head.weight", "head.bias"]
     with pytest.warns(NeuronGraphWarning, match="cannot trace"):
         graph = build_neuron_graph(_Untraceable())
     assert graph.fallback == ["fc.weight", "fc.bias"] and graph.params == []
@@ -273,7 +297,9 @@ def reference_nino_graph(predictor: NiNoGraph, graph, states: dict, k: int) -> d
     return result
 
 
-@pytest.mark.parametrize("model_fn, k", [(_mlp, 3), (lambda: _ConvNet(kernel=5), 1), (_Residual, 6)])
+@pytest.mark.parametrize(
+    "model_fn, k", [(_mlp, 3), (lambda: _ConvNet(kernel=5), 1), (_Residual, 6), (_Attention, 2)]
+)
 def test_predict_graph_matches_reference(model_fn, k):
     torch.manual_seed(0)
     model = model_fn()
@@ -294,15 +320,14 @@ def test_predict_graph_matches_reference(model_fn, k):
 
 
 def test_predict_graph_fallback_and_errors():
-    model = _Attention()
+    model = _Bare()
     predictor = _randomized(NiNoGraph(hidden=4, horizon=3, lpe=0))
     with pytest.warns(NeuronGraphWarning):
         graph = build_neuron_graph(model)
     states = _states(model)
-    out = predictor.predict_graph(graph, states, 2)
-    name = "attn.in_proj_weight"
-    window = states[name].reshape(5, -1).T
-    assert torch.equal(out[name], predictor.predict(window, 2, layer_type="linear").reshape(out[name].shape))
+    out = predictor.predict_graph(graph, states, 2, layer_types={"scale": "norm"})
+    window = states["scale"].reshape(5, -1).T
+    assert torch.equal(out["scale"], predictor.predict(window, 2, layer_type="norm"))
     with pytest.raises(ValueError, match="covers horizons"):
         predictor.predict_graph(graph, states, 4)
     with pytest.raises(ValueError, match="missing"):

@@ -47,6 +47,7 @@ from weightcast.errors import WeightcastWarning
 __all__ = ["NeuronGraph", "NeuronGraphWarning", "ParamEdges", "build_neuron_graph", "laplacian_pe"]
 
 TYPE_FC, TYPE_BIAS, TYPE_CONV, TYPE_NORM, TYPE_EMBED = 1, 2, 3, 4, 5
+TYPE_QUERY, TYPE_KEY, TYPE_VALUE = 7, 8, 9
 TYPE_RESIDUAL, TYPE_SELF_LOOP = 10, 13
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -203,8 +204,12 @@ class _Builder:
         if node.op == "call_module":
             module = self.modules[node.target]
             x = ids(node.args[0]) if node.args else None
-            if isinstance(module, nn.RNNBase):
+            if isinstance(module, (nn.RNNBase, nn.MultiheadAttention)):
                 self.recurrent.add(node)
+            if isinstance(module, nn.MultiheadAttention) and node.target not in self.used:
+                self.used.add(node.target)
+                key, value = (ids(node.args[i]) if len(node.args) > i else x for i in (1, 2))
+                return self.attention(node.target, module, x, key, value)
             return self.module(node.target, module, x)
         if node.op == "call_function":
             fn = node.target
@@ -284,7 +289,38 @@ class _Builder:
         if isinstance(module, nn.RNNBase) and name not in self.used:
             self.used.add(name)
             return self.rnn(name, module, x)
-        return None  # attention modules, unknown leaves: their parameters fall back
+        return None  # unknown leaves with parameters: they fall back
+
+    def attention(self, name: str, module: nn.MultiheadAttention, q, k, v) -> Tensor:
+        """nn.MultiheadAttention: query, key and value neurons (E each, heads are groups of E / heads),
+        edges from the inputs typed as NiNo's q/k/v (7/8/9), then out_proj from the value neurons to
+        E output neurons (the attention mixes positions, not channels: value neuron i feeds output
+        channel i's inputs)."""
+        e = module.embed_dim
+        neurons = [self.new(e) for _ in range(3)]
+        sources = []
+        for x, dim in zip((q, k, v), (e, module.kdim, module.vdim)):
+            sources.append(x if x is not None and len(x) == dim and not (x < 0).any() else self.new(dim))
+        types = (TYPE_QUERY, TYPE_KEY, TYPE_VALUE)
+        if module.in_proj_weight is not None:  # (3E, E): rows q, k, v
+            dst = torch.cat(neurons).repeat_interleave(e)
+            src = torch.cat([sources[i].repeat(e) for i in range(3)])
+            kinds = torch.tensor(types).repeat_interleave(e * e)
+            self.add_param(f"{name}.in_proj_weight", (3 * e, e), TYPE_QUERY, src, dst, 3 * e * e, 1, kinds)
+        else:
+            for i, part in enumerate("qkv"):
+                w = getattr(module, f"{part}_proj_weight")
+                self.add_param(f"{name}.{part}_proj_weight", tuple(w.shape), types[i],
+                               sources[i].repeat(e), neurons[i].repeat_interleave(w.shape[1]), w.numel(), 1)  # fmt: skip
+        if module.in_proj_bias is not None:
+            self.aux(f"{name}.in_proj_bias", module.in_proj_bias, torch.cat(neurons), TYPE_BIAS)
+        for kind in ("bias_k", "bias_v"):
+            if getattr(module, kind) is not None:
+                self.aux(
+                    f"{name}.{kind}", getattr(module, kind), neurons[1 if kind == "bias_k" else 2], TYPE_BIAS
+                )
+        out = module.out_proj
+        return self.dense(f"{name}.out_proj", out.weight, out.bias, neurons[2], e, 1, 1, TYPE_FC)
 
     def rnn(self, name: str, module: nn.RNNBase, x: Tensor | None) -> Tensor:
         """RNN / GRU / LSTM: per layer and direction, `hidden_size` neurons; weight_ih row r (gate
@@ -347,7 +383,7 @@ class _Builder:
         node = self.new(1)
         self.add_param(name, tuple(param.shape), type_id, node.expand(len(neurons)), neurons, len(neurons), 1)
 
-    def add_param(self, name, shape, type_id, src, dst, rows, kk) -> None:
+    def add_param(self, name, shape, type_id, src, dst, rows, kk, types: Tensor | None = None) -> None:
         if name not in self.names:  # a shared parameter is listed under its first owner only
             return
         splits = -(-kk // self.max_feat)
@@ -356,7 +392,9 @@ class _Builder:
         self.params.append(ParamEdges(name, shape, type_id, self.edges, rows, kk, splits))
         self.src.append(src.repeat_interleave(splits))
         self.dst.append(dst.repeat_interleave(splits))
-        self.types.append(torch.full((rows * splits,), type_id))
+        self.types.append(
+            torch.full((rows * splits,), type_id) if types is None else types.repeat_interleave(splits)
+        )
         self.edges += rows * splits
 
     def residual(self, a: Tensor | None, b: Tensor | None) -> Tensor | None:

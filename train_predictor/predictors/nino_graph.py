@@ -185,7 +185,8 @@ class NiNoGraph(PerTensorPredictor):
                 feats = z.new_zeros(len(rows), p.splits * fs, c)
                 feats[:, : p.kk] = rows
                 edges = slice(p.start + r * p.splits, p.start + (r + len(rows)) * p.splits)
-                e[edges] = self.edge_proj(feats.reshape(-1, fs * c)) + self.type_embed.weight[p.type_id]
+                types = graph.edge_type[edges].to(e.device)  # per edge: attention's q/k/v rows differ
+                e[edges] = self.edge_proj(feats.reshape(-1, fs * c)) + self.type_embed(types)
         begin = graph.num_param_edges
         for type_id, count in ((TYPE_RESIDUAL, graph.num_residual_edges), (TYPE_SELF_LOOP, graph.num_nodes)):
             e[begin : begin + count] = self._constant_edge(type_id, kw)
