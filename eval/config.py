@@ -92,7 +92,9 @@ class EvalTask(TrainConfig):
         if any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid):
             raise ConfigError(f"lr_grid must hold learning rates > 0, got {list(self.lr_grid)}")
         if self.nowcast_every_steps < 0:
-            raise ConfigError(f"nowcast_every_steps must be >= 0 (0: once per epoch), got {self.nowcast_every_steps}")
+            raise ConfigError(
+                f"nowcast_every_steps must be >= 0 (0: once per epoch), got {self.nowcast_every_steps}"
+            )
 
     def lrs(self, tune: bool) -> list[float]:
         """The learning rates plain training tries, ascending: the grid when `tune`, else `optimizer.lr`."""

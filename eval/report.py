@@ -116,11 +116,16 @@ def speedup_table(summary: dict[str, Any], target: str | None = None) -> str:
 
 
 def lr_table(task: dict[str, Any]) -> str:
-    """Markdown: the task's lr grid, plain training's best mean metric at each lr, the chosen one."""
-    choice = task["lr"]
-    lines = [_row(["lr", f"plain's best mean val {task['metric_name']}", "chosen"]), "|---:|---:|---|"]
-    for lr, best in zip(choice["grid"], choice["best"]):
-        lines.append(_row([f"{lr:g}", _num(best), "**chosen**" if lr == choice["chosen"] else ""]))
+    """Markdown: the task's lr grid, plain training's best mean metric at each lr and when its mean
+    curve reached the headline fraction of that best, and the chosen lr."""
+    choice, unit = task["lr"], task["unit"]
+    header = [
+        "lr", f"plain's best mean val {task['metric_name']}", f"{unit} to {task['headline']} of it", "chosen",
+    ]
+    lines = [_row(header), "|---:|---:|---:|---|"]
+    for lr, best, at in zip(choice["grid"], choice["best"], choice["to_target"]):
+        chosen = "**chosen**" if lr == choice["chosen"] else ""
+        lines.append(_row([f"{lr:g}", _num(best), _units(at, unit) if math.isfinite(at) else "-", chosen]))
     return "\n".join(lines)
 
 
@@ -130,8 +135,9 @@ def task_table(task: dict[str, Any], target: str | None = None) -> str:
     target = target or task["headline"]
     metric, unit = task["metric_name"], task["unit"]
     header = [
-        "method", f"{unit} to target", "speed-up", "seconds to target (predictor included)", "speed-up (wall)",
-        f"best {metric}", f"final {metric}", "jumps accepted / rolled back / skipped (all seeds)", "overhead", "status",
+        "method", f"{unit} to target", "speed-up", "seconds to target (predictor included)",
+        "speed-up (wall)", f"best {metric}", f"final {metric}", "jumps accepted / rolled back / skipped (all seeds)",
+        "overhead", "status",
     ]
     lines = [_row(header), "|---|" + "---:|" * 8 + "---|"]
     for name, s in task["targets"][target]["methods"].items():
@@ -173,7 +179,10 @@ def forecast_tables(result: ForecastResult) -> str:
 
 
 def plot_curves(
-    task: dict[str, Any], rows: Sequence[dict[str, Any]], path: str | Path, colors: dict[str, str] | None = None
+    task: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    colors: dict[str, str] | None = None,
 ) -> Path:
     """Validation metric against epochs or steps for one task (runs at the chosen lr): the mean
     over seeds of each method with a band of +- one std, and each target as a horizontal line."""
@@ -198,9 +207,8 @@ def plot_curves(
         ax.axhline(target["value"], linestyle=linestyle, color="gray", linewidth=1, label=f"target {name}")
     ax.set_xlabel(task["unit"][:-1])
     ax.set_ylabel(f"val {task['metric_name']}")
-    ax.set_title(
-        f"{task['task']}: {task['arch']} on {task['task_name']} ({task['optimizer']}, lr {task['lr']['chosen']:g})"
-    )
+    lr = task["lr"]["chosen"]
+    ax.set_title(f"{task['task']}: {task['arch']} on {task['task_name']} ({task['optimizer']}, lr {lr:g})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

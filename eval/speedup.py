@@ -167,24 +167,34 @@ def geometric_mean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def select_lr(plain_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The learning rate for a task from its plain runs over the lr grid (rows with `lr`, `seed`
-    and `val_metric`): `{"grid": [lrs ascending], "best": [plain's best mean metric per lr],
-    "chosen": lr, "at_edge": bool}`. The chosen lr has the highest best (the maximum of the mean
-    curve over seeds; NaN when every run diverged at once, never chosen); ties go to the smaller lr.
-    `at_edge`: the grid has more than one lr and the chosen one is its smallest or largest, so a
-    wider grid might do better."""
+def select_lr(plain_rows: Sequence[dict[str, Any]], fraction: float = 0.99) -> dict[str, Any]:
+    """The learning rate for a task from its plain runs over the lr grid (rows with `lr`, `seed`,
+    `val_metric`, `unit` and `step`): `{"grid": [lrs ascending], "best": [plain's best mean metric
+    per lr], "to_target": [units (epochs or steps) at which that lr's mean curve first reaches
+    `fraction` of its own best], "chosen": lr, "at_edge": bool}`. The chosen lr has the highest
+    best (the maximum of the mean curve over seeds; NaN when every run diverged at once, never
+    chosen); ties go to the lr that gets there sooner, then to the smaller lr. `at_edge`: the
+    grid has more than one lr and the chosen one is its smallest or largest, so a wider grid
+    might do better."""
     grid = sorted({row["lr"] for row in plain_rows})
-    bests = [_best([row for row in plain_rows if row["lr"] == lr]) for lr in grid]
-    finite = [(b, -i) for i, b in enumerate(bests) if math.isfinite(b)]
+    bests, to_target = [], []
+    for lr in grid:
+        runs = [row for row in plain_rows if row["lr"] == lr]
+        curve = mean_curve([run["val_metric"] for run in runs])
+        best = max((v for v in curve if math.isfinite(v)), default=math.nan)
+        longest = max(runs, key=lambda run: len(run["val_metric"]))
+        at = units_to_target(curve, _units(longest, longest["unit"]), target_value(best, fraction))
+        bests.append(best)
+        to_target.append(math.inf if at is None else at)
+    finite = [(b, -t, -i) for i, (b, t) in enumerate(zip(bests, to_target)) if math.isfinite(b)]
     if not finite:
         raise ConfigError(
             f"plain training diverged at every learning rate of the grid {grid}; give the task an "
             "lr_grid of smaller learning rates"
         )
-    index = -max(finite)[1]
+    index = -max(finite)[2]
     return {
-        "grid": grid, "best": bests, "chosen": grid[index],
+        "grid": grid, "best": bests, "to_target": to_target, "chosen": grid[index],
         "at_edge": len(grid) > 1 and index in (0, len(grid) - 1),
     }
 
@@ -251,30 +261,30 @@ def run_speedup(
     echo(f"speed-up: {runs} runs ({len(tasks)} tasks x {len(seeds)} seeds x (plain at each lr of the grid + "
          f"{len(bundles)} methods)), results in {path}")
     rows: list[dict[str, Any]] = []
-    trained = 0
+    trained, warm = 0, set()
+
+    def run(label: str, name: str, seed: int, lr: float) -> dict[str, Any]:
+        nonlocal trained
+        key = _run_key(config, label, name, seed, lr, fingerprints.get(name))
+        if key not in done:
+            if label not in warm:
+                _warm_up(config, label)
+                warm.add(label)
+            done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key)
+            _append_result(path, done[key])
+            echo(_run_line(done[key]))
+            trained += 1
+        return done[key]
+
     for label in tasks:
-        warm = False
-
-        def run(name: str, seed: int, lr: float) -> dict[str, Any]:
-            nonlocal warm, trained
-            key = _run_key(config, label, name, seed, lr, fingerprints.get(name))
-            if key not in done:
-                if not warm:
-                    _warm_up(config, label)
-                    warm = True
-                done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key)
-                _append_result(path, done[key])
-                echo(_run_line(done[key]))
-                trained += 1
-            return done[key]
-
-        plain = [run(PLAIN, seed, lr) for lr in grids[label] for seed in seeds]
-        choice = select_lr(plain)
+        plain = [run(label, PLAIN, seed, lr) for lr in grids[label] for seed in seeds]
+        choice = select_lr(plain, config.speedup.fraction)
         if len(grids[label]) > 1:
             bests = ", ".join(f"{lr:g}: {best:.4f}" for lr, best in zip(choice["grid"], choice["best"]))
-            echo(f"  {label}: lr {choice['chosen']:g} (plain's best mean {plain[0]['metric_name']} per lr: {bests})")
+            metric = plain[0]["metric_name"]
+            echo(f"  {label}: lr {choice['chosen']:g} (plain's best mean {metric} per lr: {bests})")
         rows += plain
-        rows += [run(name, seed, choice["chosen"]) for seed in seeds for name in bundles]
+        rows += [run(label, name, seed, choice["chosen"]) for seed in seeds for name in bundles]
     echo(f"speed-up: {trained} runs trained now, {len(rows) - trained} read from {path}")
     return rows
 
@@ -293,7 +303,7 @@ def summarize_task(
     and for each target each method's units and seconds to target (mean, std over seeds),
     speed-ups, best and final metric, jumps, overhead and status (ok | target not kept | not
     reached | reached by k/S seeds). `target` and `methods` repeat the headline target's."""
-    choice = select_lr([r for r in rows if r["method"] == PLAIN])
+    choice = select_lr([r for r in rows if r["method"] == PLAIN], fractions[0])
     rows = [r for r in rows if r["lr"] == choice["chosen"]]
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -534,7 +544,8 @@ def _run_key(
         del task[setting]
     task["optimizer"]["lr"] = lr
     payload = {
-        "task": task, "lr": lr, "method": method, "bundle": fingerprint, "seed": seed, "device": config.device,
+        "task": task, "lr": lr, "method": method, "bundle": fingerprint, "seed": seed,
+        "device": config.device,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

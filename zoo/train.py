@@ -204,7 +204,7 @@ def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = N
     )
     for hook in hooks:
         hook.on_train_start(state)
-    loss_sum = torch.zeros((), device=device)  # summed on device since the last record: no host sync per step
+    loss_sum = torch.zeros((), device=device)  # summed on device since the last record: no sync per step
     lr = optimizer.param_groups[0]["lr"]
 
     def validate() -> bool:
@@ -214,9 +214,9 @@ def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = N
         train_loss = float(loss_sum) / steps
         loss_sum = torch.zeros((), device=device)
         val_loss, val_metric = evaluate(model, task, device, config.eval_batch_size)
-        history.records.append(
-            EpochRecord(state.epoch, train_loss, val_loss, val_metric, lr, state.step, time.perf_counter() - start)
-        )
+        seconds = time.perf_counter() - start
+        record = EpochRecord(state.epoch, train_loss, val_loss, val_metric, lr, state.step, seconds)
+        history.records.append(record)
         history.diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
         return not history.diverged
 
@@ -238,9 +238,9 @@ def train(config: TrainConfig, hooks: Sequence[Hook] = (), task: Task | None = N
             for hook in hooks:
                 hook.on_step_end(state, loss.detach())
             every = config.eval_every_steps
-            if every and (state.step % every == 0 or state.step == budget):
-                if not validate() or state.stop:
-                    break
+            due = every and (state.step % every == 0 or state.step == budget)
+            if due and (not validate() or state.stop):
+                break
         if history.diverged or (config.eval_every_steps and state.stop):
             break
         if not config.eval_every_steps and not validate():

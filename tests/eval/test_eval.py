@@ -20,7 +20,14 @@ from weightcast.eval.cli import COMMAND, run_eval
 from weightcast.eval.forecast import relative_direction, relative_distance
 from weightcast.eval.quickstart import quickstart
 from weightcast.eval.config import DEFAULT_LR_GRIDS, EvalTask, SpeedupConfig
-from weightcast.eval.report import REPORT_FILE, REPORT_JSON, SPEEDUP_PLOT, method_colors, speedup_table, task_table
+from weightcast.eval.report import (
+    REPORT_FILE,
+    REPORT_JSON,
+    SPEEDUP_PLOT,
+    method_colors,
+    speedup_table,
+    task_table,
+)
 from weightcast.eval.speedup import (
     ABSOLUTE,
     PLAIN,
@@ -45,6 +52,7 @@ from weightcast.train_predictor.predictors import LFD2, WNN
 from weightcast.cli import run_command
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.registry import UnknownNameError
+from weightcast.zoo.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "configs" / "eval" / "debug.yaml"
@@ -129,16 +137,22 @@ def test_lr_grid_choice_by_plain_training_best_mean_over_seeds():
     choice = select_lr(list(reversed(rows)))  # the order of the rows does not matter
     assert choice["grid"] == [3e-4, 1e-3, 3e-3] and choice["chosen"] == 1e-3 and not choice["at_edge"]
     assert choice["best"] == pytest.approx([0.75, 0.85, 0.725])  # mean curves' maxima
-    # the best seed alone (0.95 at 3e-3) does not choose; a tie goes to the smaller lr
-    tie = select_lr([_row(PLAIN, 0, [0.1, 0.8], lr=0.1), _row(PLAIN, 0, [0.1, 0.8], lr=0.01)])
-    assert tie["chosen"] == 0.01 and tie["at_edge"]
+    assert choice["to_target"] == [2, 2, 1]  # mean curves [.1 .6 .75], [.1 .8 .85], [.1 .725 .2]
+    # the best seed alone (0.95 at 3e-3) does not choose. A tie goes to the lr whose mean curve
+    # reaches 99% of the best sooner (0.1: epoch 1), then to the smaller lr.
+    tie = select_lr([_row(PLAIN, 0, [0.1, 0.7, 0.8], lr=0.01), _row(PLAIN, 0, [0.1, 0.8, 0.8], lr=0.1),
+                     _row(PLAIN, 0, [0.1, 0.8, 0.8], lr=0.3)])
+    assert tie["chosen"] == 0.1 and not tie["at_edge"] and tie["to_target"] == [2, 1, 1]
     assert select_lr([_row(PLAIN, 0, [0.1, 0.8], lr=0.1)]) == {
-        "grid": [0.1], "best": [0.8], "chosen": 0.1, "at_edge": False,
+        "grid": [0.1], "best": [0.8], "to_target": [1], "chosen": 0.1, "at_edge": False,
     }
+    edge = select_lr([_row(PLAIN, 0, [0.1, 0.8], lr=0.1), _row(PLAIN, 0, [0.1, 0.7], lr=0.01)])
+    assert edge["chosen"] == 0.1 and edge["at_edge"]
     with pytest.raises(ConfigError, match="diverged at every learning rate"):
         select_lr([_row(PLAIN, 0, [math.nan], lr=0.1)])
     # methods train at the chosen lr only; plain's runs at the other lrs are the grid's
-    summary = summarize_task(rows + [_row("m", s, [0.1, 0.86, 0.86], lr=1e-3) for s in (0, 1)], 2, [0.99], 0.01)
+    method = [_row("m", s, [0.1, 0.86, 0.86], lr=1e-3) for s in (0, 1)]
+    summary = summarize_task(rows + method, 2, [0.99], 0.01)
     assert summary["lr"]["chosen"] == 1e-3 and summary["plain_best"] == pytest.approx(0.85)
     assert summary["methods"][PLAIN]["seeds"] == [0, 1] and summary["methods"]["m"]["units"] == [1, 1]
     grid = EvalTask(task="wine", optimizer=OptimizerConfig("sgd")).lrs(tune=True)
@@ -223,7 +237,7 @@ class _EpochEnds(Hook):
 
 def test_zoo_loop_step_budget_and_step_level_validation():
     # wine: 142 training examples, batch 32 -> 4 steps per epoch
-    base = dict(task="wine", arch="mlp", arch_kwargs={"depth": 1, "width": 8}, batch_size=32)
+    base = {"task": "wine", "arch": "mlp", "arch_kwargs": {"depth": 1, "width": 8}, "batch_size": 32}
     hook = _EpochEnds()
     history = train(TrainConfig(**base, max_steps=10, eval_every_steps=3), hooks=[hook]).history
     assert history.column("step") == [0, 3, 6, 9, 10]  # every 3 steps, and the budget's last step
@@ -286,6 +300,30 @@ def test_relative_distance_and_direction_by_hand():
     assert relative_direction(target, target, start) == pytest.approx(1.0)
     assert relative_distance(pred, start, start) is None  # the target did not move: undefined
     assert relative_direction(pred, start, start) is None
+
+
+@pytest.mark.slow  # builds every task of both suites (the full stdlib corpus) and checks every pair
+@pytest.mark.parametrize("name", ["zero-shot.yaml", "zero-shot-gpu.yaml"])
+def test_shipped_zero_shot_suites_follow_the_protocol(name):
+    config = load_eval_config(ROOT / "configs" / "eval" / name)
+    s, tasks = config.speedup, config.speedup.tasks
+    assert s.fraction == 0.99 and s.extra_fractions == [0.95] and s.tune_lr and len(s.seeds) >= 3
+    meta = {label: TASKS.metadata(entry.task) for label, entry in tasks.items()}
+    assert len(tasks) >= 8 and len({m["modality"] for m in meta.values()}) >= 4
+    assert {m["split"] for m in meta.values()} == {"heldout"}
+    assert sum(entry.max_steps > 0 and entry.eval_every_steps > 0 for entry in tasks.values()) >= 2
+    assert sum(e.optimizer.name == "sgd" and e.optimizer.momentum > 0 for e in tasks.values()) >= 2
+    assert any("cosine" in entry.schedule.name for entry in tasks.values())
+    assert all(entry.absolute_target is not None for entry in tasks.values())
+    for entry in tasks.values():  # a small grid: 3 lrs within a decade meeting the usual one, no slow lr
+        grid = entry.lrs(tune=True)
+        assert len(grid) == 3 and grid[-1] / grid[0] <= 10 * (1 + 1e-9), grid
+        assert set(grid) & set(DEFAULT_LR_GRIDS[entry.optimizer.name]), grid
+    peers = {"linear-fit", "plp", "introspection", "wnn", "lfd2-nowcast", "lfd2-farcast"}
+    assert peers <= set(config.methods)
+    bundles = {m: open_method_bundle(method) for m, method in config.methods.items()}
+    assert check_zero_shot({k: e.task for k, e in tasks.items()}, bundles, False, name) == []
+    speedup_module.preflight(config, bundles)  # every task builds, every method jumps within the budget
 
 
 # ---- the eval stage end to end on the debug config ----------------------------------------------

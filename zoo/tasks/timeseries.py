@@ -15,7 +15,6 @@ targets are standardized with training statistics.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from weightcast.zoo.tasks.base import Task, TaskSpec, standardize
 from weightcast.zoo.tasks.registry import TASKS
@@ -45,7 +44,9 @@ def make_mackey_glass(num_samples: int, seed: int = 0) -> tuple[np.ndarray, np.n
     return clean, noisy
 
 
-@TASKS.register("mackey-glass", modality="sequence", split="heldout", input_kind="signal", needs_data_dir=False)
+@TASKS.register(
+    "mackey-glass", modality="sequence", split="heldout", input_kind="signal", needs_data_dir=False
+)
 def mackey_glass(data_dir: str | None = None) -> Task:
     """Forecast Mackey-Glass 8 steps ahead from 32 noisy past samples: ~3900 train / ~950 val windows."""
     clean, noisy = make_mackey_glass(NUM_SAMPLES)
