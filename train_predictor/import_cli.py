@@ -1,8 +1,10 @@
 """`weightcast import`: the `train_predictor` stage's command that turns a peer's released checkpoint,
 a file the user already has, into a predictor bundle folder (`train_predictor.importers`).
 
-    weightcast import wnn-authors --conv NWNN_Conv_13.pt --fc NWNN_FC_13.pt --bias NWNN_Bias_13.pt -o imported/wnn-authors
+    weightcast import wnn-authors --conv NWNN_Conv_13.pt --fc NWNN_FC_13.pt --bias NWNN_Bias_13.pt \
+        -o imported/wnn-authors
     weightcast import nino nino_mlp.pt -o imported/nino-mlp
+    weightcast import nino nino_no_posw.pt -o imported/nino
 
 The folder loads like any bundle (`PredictorBundle.from_pretrained(folder)`, `bundle: <folder>` in
 eval configs). Nothing is downloaded.
@@ -44,12 +46,16 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     peers = parser.add_subparsers(dest="peer", metavar="PEER", required=True)
     wnn = peers.add_parser(
         "wnn-authors",
-        help="the WNN authors' three networks (jjh6297/WNN): PyTorch .pt state dicts or Keras .h5 (needs h5py)",
+        help="the WNN authors' three networks (jjh6297/WNN): PyTorch .pt state dicts or Keras .h5 "
+        "(needs h5py)",
     )
     wnn.add_argument("--conv", required=True, metavar="FILE", help="NWNN_Conv_13.pt or .h5")
     wnn.add_argument("--fc", required=True, metavar="FILE", help="NWNN_FC_13.pt or .h5")
     wnn.add_argument("--bias", required=True, metavar="FILE", help="NWNN_Bias_13.pt or .h5")
-    nino = peers.add_parser("nino", help="a NiNo checkpoint (SamsungSAILMontreal/nino): nino_mlp.pt, ...")
+    nino = peers.add_parser(
+        "nino",
+        help="a NiNo checkpoint (SamsungSAILMontreal/nino): nino_mlp.pt (nino-mlp) or nino_no_posw.pt (nino)",
+    )
     nino.add_argument("checkpoint", metavar="FILE", help="{'state_dict', 'model_args'} .pt file")
     for sub in (wnn, nino):
         sub.add_argument("-o", "--output", required=True, metavar="FOLDER", help="bundle folder to write")

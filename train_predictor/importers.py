@@ -104,7 +104,8 @@ def wnn_authors_state_dict(path: str | Path) -> dict[str, Tensor]:
         layers = _wnn_layers_from_h5(path)
     else:
         raise CheckpointImportError(
-            f"{path}: unknown WNN weights format {suffix!r}; give the authors' .pt state dict or .h5 Keras file"
+            f"{path}: unknown WNN weights format {suffix!r}; give the authors' .pt state dict or .h5 "
+            "Keras file"
         )
     state = {}
     for index, module in _WNN_LAYERS.items():
@@ -118,7 +119,8 @@ def wnn_authors_state_dict(path: str | Path) -> dict[str, Tensor]:
     }
     if wrong:
         raise CheckpointImportError(
-            f"{path}: layer shapes do not match the WNN of input length 5 ((found, expected) by weightcast name): {wrong}"
+            f"{path}: layer shapes do not match the WNN of input length 5 ((found, expected) by "
+            f"weightcast name): {wrong}"
         )
     return {k: v.to(torch.float32).contiguous() for k, v in state.items()}
 
@@ -142,7 +144,8 @@ def import_wnn_authors(
         "source": f"https://github.com/{_WNN_REPO}",
         "files": [f"{t}: {p.name} (sha256 {_sha256(p)})" for t, p in files.items()],
         "license": "the source repository states none; ask its authors before redistributing",
-        "note": "Keras networks: LeakyReLU slope 0.3, eps 1.001e-5; the PyTorch port's 0.01 slope is not used",
+        "note": "Keras networks: LeakyReLU slope 0.3, eps 1.001e-5; the PyTorch port's 0.01 slope "
+        "is not used",
     }
     return PredictorBundle.from_predictors(
         predictors, trained_on=trained_on, commands=[command] if command else []
@@ -160,7 +163,8 @@ def _wnn_layers_from_pt(path: Path) -> dict[int, tuple[Tensor, Tensor]]:
         missing = [k for k in keys if k not in state]
         if missing:
             raise CheckpointImportError(
-                f"{path}: not a WNN authors' state dict: missing {missing} (expected the keys dense[.linear], "
+                f"{path}: not a WNN authors' state dict: missing {missing} (expected the keys "
+                "dense[.linear], "
                 f"dense_1 .. dense_12 of their PyTorch port)"
             )
         layers[index] = (state[keys[0]], state[keys[1]])
@@ -191,7 +195,8 @@ def _wnn_layers_from_h5(path: Path) -> dict[int, tuple[Tensor, Tensor]]:
                 found[int(match.group(1) or 0)] = name
         if len(found) != len(_WNN_LAYERS) or max(found) - min(found) != len(_WNN_LAYERS) - 1:
             raise CheckpointImportError(
-                f"{path}: expected 13 consecutive Keras Dense layers (the WNN), found {sorted(found.values())}"
+                f"{path}: expected 13 consecutive Keras Dense layers (the WNN), found "
+                f"{sorted(found.values())}"
             )
         base = min(found)
         layers = {}
@@ -222,7 +227,7 @@ def load_nino_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str,
     if not isinstance(content, Mapping) or "state_dict" not in content:
         raise CheckpointImportError(
             f"{path}: not a NiNo checkpoint: expected a dict with 'state_dict' and 'model_args' "
-            f"(as {_NINO_REPO}'s checkpoints/*.pt), got keys {sorted(content)[:10] if isinstance(content, Mapping) else type(content).__name__}"
+            f"(as {_NINO_REPO}'s checkpoints/*.pt), got {_describe(content)}"
         )
     args = {**_NINO_DEFAULTS, **dict(content.get("model_args") or {})}
     for key in _NINO_IGNORED:
@@ -267,7 +272,8 @@ def nino_graph_from_checkpoint(path: str | Path, layer_type: str = "linear") -> 
         raise CheckpointImportError(f"{path}: a graph-free NiNo checkpoint; import it as nino-mlp")
     if args["wte_pos_enc"]:
         raise CheckpointImportError(
-            f"{path}: model_args wte_pos_enc=True (the default nino.pt): weightcast's nino has no token-position "
+            f"{path}: model_args wte_pos_enc=True (the default nino.pt): weightcast's nino has no "
+            "token-position "
             "embedding; use nino_no_posw.pt (the same network without it)"
         )
     layers = args["layers"]
@@ -362,6 +368,12 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointImportError(
             f"{path}: cannot be read as a PyTorch weights file with torch.load(weights_only=True): {err}"
         ) from None
+
+
+def _describe(content: Any) -> str:
+    if isinstance(content, Mapping):
+        return f"keys {sorted(map(str, content))[:10]}"
+    return f"a {type(content).__name__}"
 
 
 def _sha256(path: Path) -> str:

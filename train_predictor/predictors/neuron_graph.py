@@ -310,8 +310,8 @@ class _Builder:
         else:
             for i, part in enumerate("qkv"):
                 w = getattr(module, f"{part}_proj_weight")
-                self.add_param(f"{name}.{part}_proj_weight", tuple(w.shape), types[i],
-                               sources[i].repeat(e), neurons[i].repeat_interleave(w.shape[1]), w.numel(), 1)  # fmt: skip
+                src, dst = sources[i].repeat(e), neurons[i].repeat_interleave(w.shape[1])
+                self.add_param(f"{name}.{part}_proj_weight", tuple(w.shape), types[i], src, dst, w.numel(), 1)
         if module.in_proj_bias is not None:
             self.aux(f"{name}.in_proj_bias", module.in_proj_bias, torch.cat(neurons), TYPE_BIAS)
         for kind in ("bias_k", "bias_v"):

@@ -25,6 +25,8 @@ runtime) therefore calls it once per parameter tensor:
 `layer_type` is a weightcast layer type (zoo.layer_types.LAYER_TYPES) or a NiNo type id (int);
 by default the predictor's configured `layer_type`, which is what `PredictorBundle.predict`
 relies on (an imported bundle holds one copy per layer type, each configured with its type).
+NiNo gives a norm layer's BIAS the bias id 2: pass `layer_type=nino_type_id("norm", param_name)`
+to reproduce that. The windows may be any floating dtype; the output has the window's dtype.
 
 Training (`loss`): the train-predictor pipeline gives batches of windows of one layer type drawn
 from many tensors, without tensor ids. `loss(window, target, groups=None)` standardizes per
