@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import statistics
 import time
 import warnings
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from weightcast.eval.runtime import NowcastConfig, NowcastHook, NowcastWarning, open_bundle
 from weightcast.eval.speedup import epochs_to_target, target_value
 from weightcast.train_predictor.bundle import PredictorBundle
@@ -39,14 +37,18 @@ from weightcast.zoo.optim import OptimizerConfig
 from weightcast.zoo.tasks import get_task
 from weightcast.zoo.train import TrainConfig, train
 
-__all__ = ["SETTINGS", "GUARDS", "DEFAULT_GUARDS", "PREDICTORS", "run_benchmark", "main"]
+__all__ = ["DEFAULT_GUARDS", "GUARDS", "PREDICTORS", "SETTINGS", "main", "run_benchmark"]
 
 FRACTION = 0.99  # target: 99% of plain training's best
 QUALITY_TOLERANCE = 0.01  # quality kept: best >= plain's best - 1% |plain's best|
 
 SETTINGS: dict[str, TrainConfig] = {
     "help": TrainConfig(
-        arch="lenet5", task="digits", optimizer=OptimizerConfig(name="adamw", lr=1e-3), batch_size=64, epochs=30
+        arch="lenet5",
+        task="digits",
+        optimizer=OptimizerConfig(name="adamw", lr=1e-3),
+        batch_size=64,
+        epochs=30,
     ),
     "failure": TrainConfig(
         arch="conv1d",
@@ -77,9 +79,15 @@ DEFAULT_GUARDS = ["none", "veto", "veto-4-batches", "line-search", "veto-progres
 
 
 def run_benchmark(
-    settings: list[str], seeds: list[int], predictors: list[str], guards: list[str], threads: int = 1
+    settings: list[str],
+    seeds: list[int],
+    predictors: list[str],
+    guards: list[str],
+    threads: int = 1,
+    out: Path | None = None,
 ) -> dict[str, Any]:
-    """Train every run and summarize each (setting, predictor, guard) against plain training."""
+    """Train every run and summarize each (setting, predictor, guard) against plain training;
+    each setting's summary is printed, and written to `out` (JSON), as soon as it is done."""
     torch.set_num_threads(threads)
     bundles = {name: open_bundle(PREDICTORS[name]) for name in predictors}
     results: dict[str, Any] = {}
@@ -94,10 +102,16 @@ def run_benchmark(
             for predictor in predictors:
                 for guard in guards:
                     nowcast, probe_size = GUARDS[guard]
-                    hook = NowcastHook(bundles[predictor], dataclasses.replace(nowcast), probe_size=probe_size)
+                    hook = NowcastHook(
+                        bundles[predictor], dataclasses.replace(nowcast), probe_size=probe_size
+                    )
                     runs.setdefault(f"{predictor}/{guard}", []).append(_run(config, task, hook))
                     print(f"  {setting} seed {seed} {predictor}/{guard}: done", flush=True)
         results[setting] = _summarize(runs)
+        print(_table({setting: results[setting]}), flush=True)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -168,7 +182,8 @@ def _mean_curve(curves: list[list[float]]) -> list[float]:
 
 
 def _to_target(runs: list[dict[str, Any]], target: float, epochs: int) -> tuple[float, float]:
-    """Mean over runs of (epochs, seconds) to `target`; a run that never gets there counts its whole budget."""
+    """Mean over runs of (epochs, seconds) to `target`; a run that never gets there counts its
+    whole budget."""
     reached = []
     for run in runs:
         epoch = epochs_to_target(run["metric"], target)
@@ -195,15 +210,18 @@ def _table(results: dict[str, Any]) -> str:
         for name, m in summary["methods"].items():
             scale = "-" if m["mean_scale"] is None else f"{m['mean_scale']:.2f}"
             lines.append(
-                f"| {name} | {m['speedup']:.2f}x | {m['speedup_wall']:.2f}x | {'yes' if m['quality_kept'] else 'NO'} | "
-                f"{m['accepted']} / {m['rolled_back']} | {scale} | {m['probes']} | {100 * m['overhead']:.1f}% | "
+                f"| {name} | {m['speedup']:.2f}x | {m['speedup_wall']:.2f}x | "
+                f"{'yes' if m['quality_kept'] else 'NO'} | {m['accepted']} / {m['rolled_back']} | {scale} | "
+                f"{m['probes']} | {100 * m['overhead']:.1f}% | "
                 f"{100 * m['probe_overhead']:.1f}% |"
             )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m weightcast.eval.guard_benchmark", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m weightcast.eval.guard_benchmark", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--predictors", nargs="+", default=list(PREDICTORS), choices=list(PREDICTORS))
@@ -212,12 +230,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    results = run_benchmark(args.settings, args.seeds, args.predictors, args.guards, args.threads)
-    print(_table(results))
+    results = run_benchmark(args.settings, args.seeds, args.predictors, args.guards, args.threads, args.out)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
     return results
 
 

@@ -8,7 +8,8 @@ and called after every epoch (`on_epoch_end`), or every `every_steps` optimizer 
 (`on_step_end`). NiNo's cadence, a call every step that snapshots every period / 5 steps and jumps
 every period with its decreasing horizon:
 
-    NowcastHook(bundle, NowcastConfig(period=1000, snapshot_every=200, horizon_schedule="nino"), every_steps=1)
+    config = NowcastConfig(period=1000, snapshot_every=200, horizon_schedule="nino")
+    NowcastHook(bundle, config, every_steps=1)
 
 With the "nino" schedule and no `max_calls`, the run's length in calls is filled in from its
 budget (`zoo.train.total_steps`). The guard's probe batch is `probe_size` training examples drawn
@@ -22,8 +23,7 @@ import dataclasses
 import os
 
 import torch
-
-from weightcast.eval.runtime.nowcaster import Nowcaster, NowcastConfig, NowcastStats, open_bundle, probe_batch
+from weightcast.eval.runtime.nowcaster import NowcastConfig, Nowcaster, NowcastStats, open_bundle, probe_batch
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.train import Hook, TrainState, steps_per_epoch, total_steps

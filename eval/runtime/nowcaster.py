@@ -7,19 +7,34 @@ or a plain one. Two lines added to a plain loop, one to create it, one to call i
         train_one_epoch(model, optimizer)
         nowcaster()  # after every epoch: a snapshot, and every `period` epochs a jump
 
+Or in optimizer steps, NiNo's cadence (5 states `period / 5` steps apart, a jump every `period`
+steps, a decreasing horizon): call it after every step and it decides what is due:
+
+    config = NowcastConfig(period=1000, snapshot_every=200, horizon_schedule="nino", max_calls=total_steps)
+    nowcaster = Nowcaster(model, optimizer, nino_bundle, config, probe=(x_probe, y_probe, loss_fn))
+    for step in range(total_steps):
+        train_step(model, optimizer)
+        nowcaster()  # every 200 calls a snapshot, every 1000 a jump
+
 What a call does. The nowcaster keeps a ring buffer of the last `input_length` snapshots of every
 predicted parameter (CPU float32 by default), one preallocated (input_length, N) tensor per layer
 type that holds all N scalars of that type's parameters side by side, so one jump is one
-chunked `predict` per layer type. The buffer holds the weights at construction and after every
-call; windows are taken oldest first. Units are calls: the predictor's horizon is counted in
-calls, so call it at the cadence its bundle was trained on (epochs for WNN and LFD-2).
+chunked `predict` per layer type (a `per_tensor` predictor such as NiNo's, which standardizes each
+parameter tensor by its own statistics, gets one call per parameter tensor instead, with its
+layer type). The buffer holds the weights at construction and after every `snapshot_every`-th
+call (every call by default); windows are taken oldest first. Units: `period` and
+`farcast_after` count calls, `horizon` counts snapshot intervals (calls when `snapshot_every`
+is 1), so call it at the cadence its bundle was trained on (epochs for WNN and LFD-2, a state
+every period / 5 steps for NiNo). A call that takes no snapshot only counts.
 
-- mode "nowcast" (WNN): every `period` calls (default and minimum: the bundle's window, 5 for
-  WNN) the parameters jump to the prediction `horizon` calls ahead (default: the bundle's).
-- mode "farcast" (LFD-2): once, after `farcast_after` = n calls (default input_length - 1, so
-  that the window is the weights at construction and after each of the n calls, `w_0..w_n` of
-  the paper), the parameters jump to the predicted call n + m (m = `horizon`, default the
-  bundle's farthest); training then goes on without further jumps.
+- mode "nowcast" (WNN): every `period` calls (default and minimum: the bundle's window times
+  `snapshot_every`, 5 for WNN) the parameters jump to the prediction `horizon` snapshot intervals
+  ahead (default: the bundle's; with `horizon_schedule="nino"`, jump j goes
+  round(linspace(horizon ** 0.5, 1, max_calls // period) ** 2)[j] ahead, then 1).
+- mode "farcast" (LFD-2): once, after `farcast_after` = n calls (default (input_length - 1) x
+  `snapshot_every`, so that the window is the weights at construction and at each snapshot since,
+  `w_0..w_n` of the paper), the parameters jump to the predicted snapshot n + m (m = `horizon`,
+  default the bundle's farthest); training then goes on without further jumps.
 
 A jump writes `w + (prediction - last snapshot)` into each parameter: the same as the
 prediction, since the last snapshot is the current weights, but a reduced-precision buffer
@@ -29,15 +44,35 @@ of the new weights, so the next window holds only snapshots taken after it (WNN'
 `period` epochs, jump, repeat). A rolled-back jump keeps the buffer (the weights are back on
 their trajectory); either way the next attempt comes `period` calls later.
 
-Guard (on by default, `guard=False` turns it off): the loss on a fixed probe batch is computed
-before and after the jump under no_grad, in eval mode except for BatchNorm layers, which
-normalize with the probe batch's statistics: their running statistics were gathered under the
-pre-jump weights, so in eval mode they would count against every jump (their buffers are
-restored after the probe, and every module's train/eval mode too); the jump is kept only if
-`after <= before + tolerance * |before|` (tolerance relative, 1% by default) with `after`
-finite, else the weights are restored exactly and the rollback is counted. Predictions with NaN
-or Inf are never written: the jump is rolled back with a `NowcastWarning` and counted: bad
-predicted values never crash the run.
+Guard (on by default, `guard=False` turns it off; the rules are in `eval.runtime.guard`): the
+loss on a fixed probe batch is computed under no_grad before the jump and at scales of the
+predicted step, in eval mode except for BatchNorm layers, which normalize with the probe batch's
+statistics: their running statistics were gathered under the pre-jump weights, so in eval mode
+they would count against every jump (their buffers are restored after the probe, and every
+module's train/eval mode too). The default rule, "line-search", keeps the largest of the scales
+1, 0.5, 0.25 whose loss rises by at most the allowed rise: 1% of the loss, or half of the loss's
+fall over the period before the jump, whichever is larger (a jump that lands ahead of the
+trajectory but slightly off it raises the loss for a few steps, then pays off). If no scale
+does, the weights are restored exactly and the rollback is counted. "veto" (the rule before)
+probes scale 1 only. `python -m weightcast.eval.guard_benchmark` measures the rules. The probe is
+evaluated once at construction: a probe that returns anything but one number fails there, and
+a NaN/Inf probe loss warns once (every jump is then rolled back). Predictions with NaN or Inf are
+never written: the jump is rolled back with a `NowcastWarning` and counted: bad predicted
+values never crash the run.
+
+Exceptions: if anything raises inside an attempted jump (an OOM in the predictor or the probe,
+KeyboardInterrupt), the weights are restored from the attempt's backup, the attempt is counted
+(`rolled_back_error`) and the exception propagates.
+
+Checkpoints: `state_dict()` / `load_state_dict()` save and restore the ring buffer, the counters,
+the position in the horizon schedule and the stats (not the probe, the model or the bundle); a
+run resumed from a checkpoint of model, optimizer and nowcaster makes exactly the jumps of an
+uninterrupted one (with `min_payoff` = 0, the default: its skips depend on timing).
+
+Overhead: with `min_payoff` > 0, a due jump is skipped (counted in `stats.skipped`) when the
+training time it stands to save, `horizon` snapshot intervals as timed between calls, is below
+`min_payoff` x the cheapest attempted jump's measured seconds: on a model whose epoch takes
+milliseconds the prediction costs more than it can save.
 
 What is left alone: buffers (BatchNorm running statistics; the probe restores them), frozen
 parameters (requires_grad=False), parameters of unknown layer type (typed by rank alone in
@@ -59,8 +94,9 @@ Optimizer state after an accepted jump, `optimizer_policy` (only jumped paramete
 
 Cost: no autograd, windows gathered and predicted `chunk_size` scalars at a time; memory beyond
 the model: the buffer (input_length copies, on `buffer_device`), the predicted steps (one float32
-copy) and, with the guard on, a backup of the jumped parameters on their device. `stats` counts
-calls, jumps attempted / accepted / rolled back (guard, non-finite) and the seconds spent.
+copy) and, during a jump, a backup of the jumped parameters on their device. `stats` counts
+calls, jumps attempted / accepted / rolled back (guard, non-finite, error) / skipped, probes and
+the seconds spent (the probe's among them); each `Jump` records its horizon and kept scale.
 """
 
 from __future__ import annotations
@@ -78,8 +114,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-
-from weightcast.errors import WeightcastWarning
+from weightcast.eval.runtime.guard import GUARD_RULES, allowed_rise, line_search, trajectory_noise
 from weightcast.train_predictor.bundle import (
     SHIPPED_BUNDLES_DIR,
     SHIPPED_PREFIX,
@@ -88,10 +123,11 @@ from weightcast.train_predictor.bundle import (
     load_bundle,
     shipped_bundle_folder,
 )
-from weightcast.eval.runtime.guard import GUARD_RULES, allowed_rise, line_search, trajectory_noise
 from weightcast.train_predictor.predictors import DEFAULT_CHUNK_SIZE, Predictor
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES, assign_layer_types
+
+from weightcast.errors import WeightcastWarning
 
 __all__ = [
     "MODES",
@@ -157,19 +193,22 @@ class NowcastConfig:
     # snapshot intervals ahead a jump goes (= calls when snapshot_every is 1); default the bundle's
     # horizon (its farthest); the largest k of the "nino" schedule
     horizon: Optional[int] = None
-    farcast_after: Optional[int] = None  # farcast: calls before the jump; default (input_length - 1) * snapshot_every
+    farcast_after: Optional[int] = None  # farcast: calls before the jump; default (input_length - 1) x every
     snapshot_every: int = 1  # calls between snapshots (NiNo, called every step: period // input_length)
-    horizon_schedule: str = "constant"  # constant | nino: k = round(linspace(horizon**0.5, 1, max_calls // period)**2)
+    # constant | nino: jump j goes k_j = round(linspace(horizon**0.5, 1, max_calls // period)**2)[j] ahead
+    horizon_schedule: str = "constant"
     max_calls: Optional[int] = None  # nino schedule: calls in the whole run (e.g. its optimizer steps)
     optimizer_policy: str = "keep"  # keep | reset | rescale
     momentum_scale: float = 0.5  # rescale: factor on the first-moment buffers
     guard: bool = True  # judge every jump by the probe loss (eval.runtime.guard); False: keep them all
     guard_rule: str = "line-search"  # line-search | veto (eval.runtime.guard)
-    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # line-search: fractions of the step
-    expand: bool = False  # line-search: also try 2x the largest scale when it did not raise the loss
-    tolerance: float = 0.01  # allowed relative rise of the probe loss: after <= before + tolerance * |before|
-    progress_tolerance: float = 0.5  # also allow a rise of this fraction of the probe loss's fall over the period
-    noise_tolerance: float = 0.0  # also allow a rise of this many x the probe loss's noise (probes every snapshot)
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # line-search: fractions of a step
+    expand: bool = False  # line-search: also try 2x a full step that lowered the loss
+    # The allowed rise of the probe loss is the largest of: tolerance x |before|; progress_tolerance x
+    # its fall over the period before the jump; noise_tolerance x its noise (costs a probe per snapshot).
+    tolerance: float = 0.01
+    progress_tolerance: float = 0.5
+    noise_tolerance: float = 0.0
     # > 0: skip a due jump unless the training time it stands to save (horizon snapshot intervals, timed
     # between calls) is >= min_payoff x the measured cost of a jump (e.g. 10); 0 (default): never skip,
     # so that which jumps a run makes does not depend on timing (reproducible, resumable exactly)
@@ -188,7 +227,8 @@ class NowcastConfig:
             raise ConfigError(f"guard_rule must be one of {', '.join(GUARD_RULES)}; got {self.guard_rule!r}")
         if self.horizon_schedule not in HORIZON_SCHEDULES:
             raise ConfigError(
-                f"horizon_schedule must be one of {', '.join(HORIZON_SCHEDULES)}; got {self.horizon_schedule!r}"
+                f"horizon_schedule must be one of {', '.join(HORIZON_SCHEDULES)}; "
+                f"got {self.horizon_schedule!r}"
             )
         for name in ("period", "horizon", "farcast_after", "max_calls"):
             value = getattr(self, name)
@@ -242,9 +282,9 @@ class NowcastConfig:
             )
         if self.mode == "farcast" and farcast_after // every + 1 < window:
             raise ConfigError(
-                f"farcast_after={farcast_after} calls give {farcast_after // every + 1} snapshots (the start and "
-                f"one per {'call' if every == 1 else f'{every} calls'}), fewer than the bundle's window of "
-                f"{window}; use farcast_after >= {(window - 1) * every}"
+                f"farcast_after={farcast_after} calls give {farcast_after // every + 1} snapshots (the "
+                f"start and one per {'call' if every == 1 else f'{every} calls'}), fewer than the bundle's "
+                f"window of {window}; use farcast_after >= {(window - 1) * every}"
             )
         horizon = bundle.horizon if self.horizon is None else self.horizon
         return dataclasses.replace(self, period=period, horizon=horizon, farcast_after=farcast_after)
@@ -447,12 +487,13 @@ class Nowcaster:
                 "weightcast reads; resume with the weightcast that wrote the checkpoint"
             )
         mine = {g.layer_type: list(g.names) for g in self._groups}
-        if state["parameters"] != mine or state["cadence"] != self._cadence():
-            changed = [k for k in ("parameters", "cadence") if state[k] != (mine if k == "parameters" else self._cadence())]
+        here = {"parameters": mine, "cadence": self._cadence()}
+        changed = [key for key, value in here.items() if state[key] != value]
+        if changed:
             raise ConfigError(
                 f"the checkpointed nowcaster differs from this one in its {' and '.join(changed)}: saved "
-                f"{[state[k] for k in changed]}, here {[mine if k == 'parameters' else self._cadence() for k in changed]}; "
-                "resume with the model, bundle and NowcastConfig cadence of the checkpointed run"
+                f"{[state[k] for k in changed]}, here {[here[k] for k in changed]}; resume with the "
+                "model, bundle and NowcastConfig cadence of the checkpointed run"
             )
         with torch.no_grad():
             for group in self._groups:
@@ -462,7 +503,11 @@ class Nowcaster:
         self._due, self._finished = state["due"], state["finished"]
         self._losses = list(state["losses"])
         self._call_seconds, self._jump_seconds = state["call_seconds"], state["jump_seconds"]
-        self._warned_nan, self._probes, self._reference = state["warned_nan"], state["probes"], state["reference"]
+        self._warned_nan, self._probes, self._reference = (
+            state["warned_nan"],
+            state["probes"],
+            state["reference"],
+        )
         self._left_at = None  # the time to the first call after resuming is not a training call's
         stats = dict(state["stats"])
         stats["jumps"] = [Jump(**jump) for jump in stats["jumps"]]
@@ -470,7 +515,15 @@ class Nowcaster:
 
     def _cadence(self) -> dict[str, Any]:
         """What fixes when snapshots and jumps fall and how far they go: a checkpoint must match it."""
-        keys = ("mode", "period", "farcast_after", "snapshot_every", "horizon", "horizon_schedule", "max_calls")
+        keys = (
+            "mode",
+            "period",
+            "farcast_after",
+            "snapshot_every",
+            "horizon",
+            "horizon_schedule",
+            "max_calls",
+        )
         return {key: getattr(self.config, key) for key in keys} | {"input_length": self.bundle.input_length}
 
     def _due_jump(self) -> Jump | None:
@@ -501,7 +554,9 @@ class Nowcaster:
         backup: list[Tensor] | None = None
         try:
             steps = [self._predicted_step(group, horizon) for group in self._groups]
-            nonfinite = [g.layer_type for g, step in zip(self._groups, steps) if not torch.isfinite(step).all()]
+            nonfinite = [
+                g.layer_type for g, step in zip(self._groups, steps) if not torch.isfinite(step).all()
+            ]
             if _mean_over_ranks(float(bool(nonfinite)), self._device) > 0:
                 where = f"layer type(s) {', '.join(nonfinite)}" if nonfinite else "another rank"
                 warnings.warn(
@@ -544,7 +599,9 @@ class Nowcaster:
                     self._write(steps, scale, backup)
             else:
                 self._write(steps, 1.0, backup)
-            apply_optimizer_policy(self.optimizer, self._params, config.optimizer_policy, config.momentum_scale)
+            apply_optimizer_policy(
+                self.optimizer, self._params, config.optimizer_policy, config.momentum_scale
+            )
         except BaseException:
             if backup is not None:
                 self._restore(backup)
@@ -554,7 +611,9 @@ class Nowcaster:
         self._losses = []
         self._snapshot(after)
         jump = self._record("accepted", start, horizon, probes, before, after, scale)
-        self._jump_seconds = jump.seconds if self._jump_seconds is None else min(self._jump_seconds, jump.seconds)
+        self._jump_seconds = (
+            jump.seconds if self._jump_seconds is None else min(self._jump_seconds, jump.seconds)
+        )
         return jump
 
     def _record(
@@ -607,7 +666,9 @@ class Nowcaster:
             spans = itertools.accumulate(group.sizes, initial=0)
             for begin, end in itertools.pairwise(spans):
                 window = group.history[order, begin:end].T.to(dtype)  # (numel, input_length)
-                prediction = group.predictor.predict(window, horizon, layer_type=group.layer_type, chunk_size=chunk)
+                prediction = group.predictor.predict(
+                    window, horizon, layer_type=group.layer_type, chunk_size=chunk
+                )
                 torch.sub(prediction, window[:, -1], out=step[begin:end])
             return step
         for begin in range(0, total, chunk):
@@ -743,10 +804,13 @@ class Nowcaster:
                 ) from None
             unsupported = sorted(k for k in set(self._horizons) if not predictor.supports_horizon(k))
             if unsupported:
-                scheduled = "" if len(self._horizons) == 1 else f" (the {self.config.horizon_schedule} schedule's)"
+                scheduled = (
+                    "" if len(self._horizons) == 1 else f" (the {self.config.horizon_schedule} schedule's)"
+                )
                 raise ConfigError(
                     f"the bundle's {predictor.kind!r} predictor for layer type {layer_type!r} covers "
-                    f"horizons {predictor.horizons}, not horizon={', '.join(map(str, unsupported))}{scheduled}; "
+                    f"horizons {predictor.horizons}, not horizon={', '.join(map(str, unsupported))}"
+                    f"{scheduled}; "
                     "set NowcastConfig.horizon to one of them"
                 )
             members = [params[n] for n in names]

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from torch import nn
-
 from weightcast.eval.runtime import NowcastConfig, Nowcaster
 from weightcast.eval.runtime.guard import allowed_rise, line_search, trajectory_noise
 from weightcast.train_predictor.bundle import PredictorBundle

@@ -11,8 +11,13 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from weightcast.eval.runtime import NowcastConfig, Nowcaster, NowcastHook, NowcastWarning, apply_optimizer_policy
+from weightcast.eval.runtime import (
+    NowcastConfig,
+    Nowcaster,
+    NowcastHook,
+    NowcastWarning,
+    apply_optimizer_policy,
+)
 from weightcast.train_predictor.bundle import MissingPredictorError, PredictorBundle
 from weightcast.train_predictor.predictors import LFD2, WNN
 from weightcast.zoo.config import ConfigError
@@ -126,7 +131,9 @@ def test_guard_rolls_back_a_jump_that_raises_the_probe_loss():
 
     start = _params(model)
     outwards = {n: 0.1 * v for n, v in start.items()}
-    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=0.01), probe=probe)
+    nowcaster = Nowcaster(
+        model, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=0.01), probe=probe
+    )
     jumps = _run_linear(model, nowcaster, start, outwards, range(1, 6))
     jump = jumps[-1]
     assert jump.outcome == "rolled_back_guard" and jump.probe_after > jump.probe_before * 1.01
@@ -283,7 +290,9 @@ def test_probe_normalizes_batchnorm_with_the_probe_batch_and_restores_its_statis
     seen = []
     nowcaster = Nowcaster(model, None, _bundle(), probe=lambda m: seen.append(m(x)) or 0.0)
     start = _params(model)
-    _run_linear(model, nowcaster, start, {n: torch.full(p.shape, 0.01) for n, p in start.items()}, range(1, 6))
+    _run_linear(
+        model, nowcaster, start, {n: torch.full(p.shape, 0.01) for n, p in start.items()}, range(1, 6)
+    )
     assert len(seen) == 3 and model.training  # construction, before and after the jump; mode restored
     reference = copy.deepcopy(model).train()
     reference[2].eval()  # dropout off, batch statistics on
@@ -425,7 +434,9 @@ def test_ddp_wrapped_model(tmp_path):
         start = _params(model)
         slope = {n: torch.full(p.shape, -0.1) for n, p in start.items()}
         probe = (torch.randn(8, 4), torch.randn(8, 3), nn.functional.mse_loss)
-        nowcaster = Nowcaster(ddp, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=1e6), probe=probe)
+        nowcaster = Nowcaster(
+            ddp, None, _bundle(), NowcastConfig(guard_rule="veto", tolerance=1e6), probe=probe
+        )
         assert nowcaster.module is model and nowcaster.predicted == {"weight": "linear", "bias": "bias"}
         assert _run_linear(model, nowcaster, start, slope, range(1, 6))[-1].outcome == "accepted"
         for name, param in model.named_parameters():
@@ -457,11 +468,15 @@ def test_step_cadence_snapshots_every_n_calls_and_jumps_every_period():
 
 def test_step_cadence_defaults_and_errors():
     bundle = _bundle()
-    assert NowcastConfig(snapshot_every=200).for_bundle(bundle).period == 1000  # NiNo: 5 states, period/5 apart
+    assert (
+        NowcastConfig(snapshot_every=200).for_bundle(bundle).period == 1000
+    )  # NiNo: 5 states, period/5 apart
     assert NowcastConfig("farcast", snapshot_every=4).for_bundle(bundle).farcast_after == 16
     with pytest.raises(ConfigError, match="period=1001 is not a multiple of snapshot_every=200"):
         NowcastConfig(snapshot_every=200, period=1001).for_bundle(bundle)
-    with pytest.raises(ConfigError, match=r"period=800 is shorter than the bundle's window of 5 snapshots \(one"):
+    with pytest.raises(
+        ConfigError, match=r"period=800 is shorter than the bundle's window of 5 snapshots \(one"
+    ):
         NowcastConfig(snapshot_every=200, period=800).for_bundle(bundle)
     with pytest.raises(ConfigError, match="snapshot_every must be >= 1"):
         NowcastConfig(snapshot_every=0)
@@ -481,8 +496,12 @@ def test_nino_horizon_schedule_decreases_over_the_run():
     with pytest.raises(ConfigError, match="needs max_calls"):
         Nowcaster(_linear_model(), None, _bundle(), NowcastConfig(guard=False, horizon_schedule="nino"))
     wnn = PredictorBundle.from_predictors({"linear": WNN()})
-    with pytest.raises(ConfigError, match=r"covers horizons \(5,\), not horizon=1, 2, 3, 4 \(the nino schedule"):
-        Nowcaster(_linear_model(), None, wnn, NowcastConfig(guard=False, horizon_schedule="nino", max_calls=50))
+    with pytest.raises(
+        ConfigError, match=r"covers horizons \(5,\), not horizon=1, 2, 3, 4 \(the nino schedule"
+    ):
+        Nowcaster(
+            _linear_model(), None, wnn, NowcastConfig(guard=False, horizon_schedule="nino", max_calls=50)
+        )
 
 
 def test_per_tensor_predictor_gets_one_parameter_tensor_per_call():
@@ -510,7 +529,9 @@ def test_per_tensor_predictor_gets_one_parameter_tensor_per_call():
         states.append(_params(model))
         jump = nowcaster()
     assert jump.outcome == "accepted"
-    assert sorted(calls) == sorted([((12, 3), 2, "linear"), ((6, 3), 2, "linear"), ((3, 3), 2, "bias"), ((2, 3), 2, "bias")])
+    assert sorted(calls) == sorted(
+        [((12, 3), 2, "linear"), ((6, 3), 2, "linear"), ((3, 3), 2, "bias"), ((2, 3), 2, "bias")]
+    )
     for name, param in model.named_parameters():  # each tensor predicted from its own window alone
         window = torch.stack([s[name].reshape(-1) for s in states[1:]], dim=1)
         layer_type = "linear" if name.endswith("weight") else "bias"
@@ -568,7 +589,9 @@ def test_a_probe_that_returns_no_scalar_fails_at_construction():
         Nowcaster(_linear_model(), None, _bundle(), probe=lambda m: torch.ones(8))
     with pytest.raises(ConfigError, match="the probe returned a str"):
         Nowcaster(_linear_model(), None, _bundle(), probe=lambda m: "loss")
-    Nowcaster(_linear_model(), None, _bundle(), probe=lambda m: torch.ones(()))  # a 0-dim tensor is one number
+    Nowcaster(
+        _linear_model(), None, _bundle(), probe=lambda m: torch.ones(())
+    )  # a 0-dim tensor is one number
 
 
 def test_an_all_nan_probe_warns_once_and_every_jump_is_rolled_back():
@@ -608,7 +631,11 @@ def _resumable_run(steps, checkpoint_at=None, path=None):
         optimizer.step()
         nowcaster()
         if step + 1 == checkpoint_at:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "nowcaster": nowcaster.state_dict()}
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "nowcaster": nowcaster.state_dict(),
+            }
             torch.save(state, path)
             del model, optimizer, nowcaster, state
             model, optimizer, nowcaster = build()  # a new process would start here
