@@ -23,7 +23,11 @@ from weightcast.train_predictor.importers import (
 
 from weightcast.cli import main as cli_main
 
-h5py = pytest.importorskip("h5py")
+try:  # the optional extra `weightcast[import]`; only the Keras tests need it
+    import h5py
+except ImportError:
+    h5py = None
+needs_h5py = pytest.mark.skipif(h5py is None, reason="h5py (weightcast[import]) is not installed")
 
 U = torch.finfo(torch.float32).eps / 2  # unit roundoff of float32
 PEERS = Path(__file__).resolve().parents[2].parent / "shared" / "peers"
@@ -163,6 +167,7 @@ def test_wnn_pt_matches_the_authors_formula(tmp_path):
     assert (np.abs(got - port) > _wnn_tolerance(window.double().numpy(), port)).any()
 
 
+@needs_h5py
 def test_wnn_h5_equals_pt(tmp_path):
     state = _authors_state(seed=3)
     torch.save(state, tmp_path / "w.pt")
@@ -202,10 +207,17 @@ def test_wnn_bad_files(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"0")
     with pytest.raises(CheckpointImportError, match="format"):
         load_wnn_authors(tmp_path / "x.onnx")
+
+
+@needs_h5py
+def test_wnn_bad_h5(tmp_path):
     with h5py.File(tmp_path / "few.h5", "w") as f:
         f.create_group("dense_1")
     with pytest.raises(CheckpointImportError, match="13 consecutive"):
         load_wnn_authors(tmp_path / "few.h5")
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(CheckpointImportError, match="not an HDF5 file"):
+        load_wnn_authors(tmp_path / "text.h5")
 
 
 class _Payload:  # a pickled object of a class: what weights_only=True refuses to rebuild
@@ -263,6 +275,7 @@ def test_nino_bad_model_args(tmp_path):
 
 
 @needs_peers
+@needs_h5py
 @pytest.mark.parametrize("name", ["Conv", "FC", "Bias"])
 def test_real_wnn_authors(name):
     pt, h5 = PEERS / "wnn-authors" / f"NWNN_{name}_13.pt", PEERS / "wnn-authors" / f"NWNN_{name}_13.h5"
