@@ -1,6 +1,8 @@
-"""Built-in character-level language modelling task (`stdlib-chars`) on the docstrings of Python's
-own standard library: text that every Python installation ships, so the task needs no download.
-Part of **zoo**; `heldout`, for zero-shot evaluation on a new modality.
+"""Built-in character-level language modelling tasks on Python's own standard library: text that
+every Python installation ships, so the tasks need no download. Part of **zoo**.
+- `stdlib-chars`, `stdlib-chars-small`: the docstrings; `heldout`, for zero-shot evaluation.
+- `stdlib-code-chars`: the code with docstrings and comments removed; `train`, so a zoo can hold a
+  language model without touching the held-out text.
 
 The corpus is deterministic for one Python version: the stdlib's .py files in sorted path order
 (test folders left out), each file's docstrings in source order. Docstrings change between Python
@@ -34,6 +36,8 @@ __all__ = [
     "stdlib_docstrings",
     "stdlib_chars",
     "stdlib_chars_small",
+    "stdlib_code",
+    "stdlib_code_chars",
 ]
 
 # Printable ASCII (95 characters, space to '~') then newline; everything else is UNKNOWN_ID.
@@ -43,6 +47,7 @@ VOCAB_SIZE = len(VOCAB) + 1  # 97
 SEQ_LEN = 64
 NUM_WINDOWS = 24_000  # 20000 train + 4000 val windows of SEQ_LEN characters
 NUM_WINDOWS_SMALL = 3_000  # 2500 train + 500 val
+NUM_WINDOWS_CODE = 6_000  # 5000 train + 1000 val
 _SKIPPED_FOLDERS = {"test", "tests", "idle_test", "site-packages", "dist-packages"}
 
 
@@ -91,9 +96,42 @@ def stdlib_chars_small(data_dir: str | None = None) -> Task:
     return _stdlib_chars_task("stdlib-chars-small", NUM_WINDOWS_SMALL)
 
 
+def stdlib_code(max_chars: int, stdlib: str | Path | None = None) -> str:
+    """The first `max_chars` characters of the stdlib's code with its docstrings and comments
+    removed (each module parsed and unparsed by `ast`), files in the same sorted order: text that
+    shares no sentence with `stdlib_docstrings`, so a zoo may train on it while the docstring tasks
+    stay held out."""
+    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
+    pieces: list[str] = []
+    length = 0
+    for path in _source_files(root):
+        tree = _parse(path)
+        if tree is None:
+            continue
+        code = ast.unparse(_without_docstrings(tree))
+        pieces.append(code)
+        length += len(code) + 2
+        if length >= max_chars:
+            break
+    return "\n\n".join(pieces)[:max_chars]
+
+
+@TASKS.register("stdlib-code-chars", modality="text", split="train", input_kind="tokens", needs_data_dir=False)
+def stdlib_code_chars(data_dir: str | None = None) -> Task:
+    """Next-character prediction on windows of 64 characters of stdlib code without docstrings or
+    comments (vocabulary 97; 5000 train, 1000 val windows): the zoo's language-model task, disjoint
+    from the held-out docstring tasks."""
+    return _char_task("stdlib-code-chars", "train", stdlib_code(NUM_WINDOWS_CODE * SEQ_LEN + 1), "code")
+
+
 def _stdlib_chars_task(name: str, num_windows: int) -> Task:
-    """The first `num_windows` windows of SEQ_LEN characters; the last sixth validates."""
-    ids = torch.as_tensor(encode(stdlib_docstrings(num_windows * SEQ_LEN + 1)))
+    """The first `num_windows` windows of SEQ_LEN characters of docstrings."""
+    return _char_task(name, "heldout", stdlib_docstrings(num_windows * SEQ_LEN + 1), "docstrings")
+
+
+def _char_task(name: str, split: str, text: str, what: str) -> Task:
+    """Non-overlapping windows of SEQ_LEN characters of `text`; the last sixth validates."""
+    ids = torch.as_tensor(encode(text))
     n_windows = (len(ids) - 1) // SEQ_LEN
     n_val = n_windows // 6
     # Non-overlapping windows; targets are the inputs shifted by one character.
@@ -103,13 +141,13 @@ def _stdlib_chars_task(name: str, num_windows: int) -> Task:
     return Task(
         name=name,
         modality="text",
-        split="heldout",
+        split=split,
         spec=TaskSpec("tokens", (SEQ_LEN,), VOCAB_SIZE, "language_model"),
         x_train=x[:n_train],
         y_train=y[:n_train],
         x_val=x[n_train:],
         y_val=y[n_train:],
-        description=f"character LM on Python {platform.python_version()} stdlib docstrings "
+        description=f"character LM on Python {platform.python_version()} stdlib {what} "
         f"({len(ids)} characters, printable ASCII + newline + unknown)",
     )
 
@@ -127,13 +165,29 @@ def _source_files(root: Path) -> list[Path]:
 def _docstrings(path: Path) -> Iterator[str]:
     """Docstrings of the module at `path` and of every class and function in it, in source order;
     nothing for a file that does not parse (a few stdlib files are deliberately broken)."""
+    tree = _parse(path)
+    if tree is not None:
+        yield from _walk_docstrings(tree)
+
+
+def _parse(path: Path) -> ast.Module | None:
+    """The module at `path`, or None for a file that does not parse (a few are deliberately broken)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarning: invalid escape sequences in old files
-            tree = ast.parse(path.read_bytes())
+            return ast.parse(path.read_bytes())
     except (SyntaxError, ValueError):
-        return
-    yield from _walk_docstrings(tree)
+        return None
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    """`tree` with the docstring statement of every module, class and function body removed (a
+    body left empty gets `pass`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if ast.get_docstring(node, clean=False) is not None:
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
 
 
 def _walk_docstrings(node: ast.AST) -> Iterator[str]:
