@@ -18,10 +18,11 @@ class CollectError(WeightcastError, RuntimeError):
 
 
 class CorruptShardError(CollectError):
-    """A shard is truncated or unreadable; `shard` names it."""
+    """A shard is truncated or unreadable; `shard` names it. Given one argument, it is the whole
+    message (torch's DataLoader re-raises a worker's error as `type(err)(message)`)."""
 
-    def __init__(self, shard: str, reason: str):
-        super().__init__(f"corrupt shard {shard}: {reason}")
+    def __init__(self, shard: str, reason: str | None = None):
+        super().__init__(shard if reason is None else f"corrupt shard {shard}: {reason}")
         self.shard = shard
 
 
