@@ -7,6 +7,8 @@ on short CPU runs of the zoo's loop, where unguarded jumps help and where they h
 Settings (each trained by plain training and by every predictor x guard, same seeds):
 - "help": LeNet-5 on scikit-learn's 8x8 digits (held out from the zoo), AdamW at lr 1e-3, its
   usual default: a setting where unguarded jumps help.
+- "tiny": the zero-shot suite's wine MLP (Adam, lr 5e-4), whose epoch takes milliseconds: for
+  the overhead and `min_payoff` (not run by default).
 - "failure": `configs/eval/sgd-momentum-failure.yaml`'s task, a 1-D CNN on MNIST-1D with SGD
   (lr 0.05, momentum 0.9), where the linear fit's unguarded jumps lose quality.
 
@@ -50,6 +52,14 @@ SETTINGS: dict[str, TrainConfig] = {
         batch_size=64,
         epochs=30,
     ),
+    "tiny": TrainConfig(
+        arch="mlp",
+        arch_kwargs={"depth": 2, "width": 64},
+        task="wine",
+        optimizer=OptimizerConfig(name="adam", lr=5e-4),
+        batch_size=32,
+        epochs=30,
+    ),
     "failure": TrainConfig(
         arch="conv1d",
         task="mnist1d",
@@ -74,6 +84,8 @@ GUARDS: dict[str, tuple[NowcastConfig, int]] = {
     "line-search-progress": (NowcastConfig(), 512),  # both: the default
     "line-search-progress-expand": (NowcastConfig(expand=True), 512),  # and scale 2 when 1 lowers the loss
     "line-search-noise": (NowcastConfig(progress_tolerance=0.0, noise_tolerance=2.0), 512),  # 2x the noise
+    # the default, skipping jumps that save less than 10x their measured cost (for the overhead)
+    "line-search-progress-payoff": (NowcastConfig(min_payoff=10.0), 512),
 }
 DEFAULT_GUARDS = ["none", "veto", "veto-4-batches", "line-search", "veto-progress", "line-search-progress"]
 
@@ -134,6 +146,7 @@ def _run(config: TrainConfig, task, hook: NowcastHook | None) -> dict[str, Any]:
             "attempted": stats.attempted,
             "accepted": stats.accepted,
             "rolled_back": stats.rolled_back_guard + stats.rolled_back_nonfinite,
+            "skipped": stats.skipped,
             "scales": [j.scale for j in stats.jumps if j.outcome == "accepted"],
             "probes": sum(j.probes for j in stats.jumps),
         }
@@ -166,6 +179,7 @@ def _summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "quality_kept": best >= plain_best - QUALITY_TOLERANCE * abs(plain_best),
             "accepted": sum(r["accepted"] for r in method_runs),
             "rolled_back": sum(r["rolled_back"] for r in method_runs),
+            "skipped": sum(r["skipped"] for r in method_runs),
             "mean_scale": statistics.fmean(s for r in method_runs for s in r["scales"])
             if any(r["scales"] for r in method_runs)
             else None,
@@ -203,17 +217,17 @@ def _table(results: dict[str, Any]) -> str:
             f"{summary['plain_seconds_to_target']:.2f} s"
         )
         lines.append(
-            "| method | speed-up (epochs) | speed-up (wall) | quality kept | accepted / rolled back | "
-            "mean scale | probes | overhead | probe share |"
+            "| method | speed-up (epochs) | speed-up (wall) | quality kept | "
+            "accepted / rolled back / skipped | mean scale | probes | overhead | probe share |"
         )
         lines.append("|---|---:|---:|---|---:|---:|---:|---:|---:|")
         for name, m in summary["methods"].items():
             scale = "-" if m["mean_scale"] is None else f"{m['mean_scale']:.2f}"
             lines.append(
                 f"| {name} | {m['speedup']:.2f}x | {m['speedup_wall']:.2f}x | "
-                f"{'yes' if m['quality_kept'] else 'NO'} | {m['accepted']} / {m['rolled_back']} | {scale} | "
-                f"{m['probes']} | {100 * m['overhead']:.1f}% | "
-                f"{100 * m['probe_overhead']:.1f}% |"
+                f"{'yes' if m['quality_kept'] else 'NO'} | "
+                f"{m['accepted']} / {m['rolled_back']} / {m['skipped']} | {scale} | "
+                f"{m['probes']} | {100 * m['overhead']:.1f}% | {100 * m['probe_overhead']:.1f}% |"
             )
     return "\n".join(lines)
 
@@ -222,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m weightcast.eval.guard_benchmark", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=["help", "failure"], choices=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--predictors", nargs="+", default=list(PREDICTORS), choices=list(PREDICTORS))
     parser.add_argument("--guards", nargs="+", default=DEFAULT_GUARDS, choices=list(GUARDS))
