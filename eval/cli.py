@@ -144,7 +144,8 @@ def _track(
     tracker = make_tracker(config.tracking, job_type="eval", name=config.name, out_dir=out, config=config)
     try:
         if forecast is not None and forecast.rows:
-            tracker.table("forecast", list(vars(forecast.rows[0])), [list(vars(r).values()) for r in forecast.rows])
+            columns = list(vars(forecast.rows[0]))
+            tracker.table("forecast", columns, [list(vars(r).values()) for r in forecast.rows])
         if summary is not None:
             columns = ["task", "method", "units_mean", "speedup_units", "speedup_wall", "best", "status"]
             data = [
@@ -177,6 +178,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 COMMAND = config_command(
-    "eval", "eval", "evaluate predictor bundles zero-shot on held-out tasks: forecast error and training speed-up",
+    "eval",
+    "eval",
+    "evaluate predictor bundles zero-shot on held-out tasks: forecast error and training speed-up",
     _eval,
 )

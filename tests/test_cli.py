@@ -106,5 +106,6 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
 
 
 def test_python_dash_m_zoo():
-    out = subprocess.run([sys.executable, "-m", "weightcast.zoo", "list"], capture_output=True, text=True, check=True).stdout
+    command = [sys.executable, "-m", "weightcast.zoo", "list"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     assert "architectures" in out and "mnist1d" in out

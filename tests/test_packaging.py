@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("zoo", "collect", "train_predictor", "eval")  # folders at the repo root, installed under weightcast.
+STAGES = ("zoo", "collect", "train_predictor", "eval")  # repo-root folders, installed under weightcast.
 # What `import weightcast; weightcast.Nowcaster` must not load: the harness, the optional heavy
 # dependencies, the zoo's tasks and training loop.
 HEAVY = ("weightcast.collect", "weightcast.zoo.tasks", "weightcast.zoo.train", "ray", "wandb", "matplotlib")
@@ -86,7 +86,8 @@ def test_import_weightcast_and_nowcaster_are_light():
         "weightcast.Nowcaster\n"
         "print(json.dumps([light, sorted(sys.modules)]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
     after_import, after_nowcaster = json.loads(result.stdout)
     ours = [m for m in after_import if m.startswith("weightcast")]
     assert ours == ["weightcast", "weightcast._lazy", "weightcast.errors"]
@@ -99,11 +100,12 @@ def test_import_weightcast_and_nowcaster_are_light():
 @pytest.mark.slow
 def test_wheel_holds_one_package_and_runs_the_quickstart_from_an_empty_folder(tmp_path):
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info next to pyproject.toml
-    ignore = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "runs", "wandb", "__pycache__", "tests")
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "runs", "wandb", "__pycache__")
     shutil.copytree(REPO, source, ignore=ignore)
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(wheels)], check=True)
+    build = [*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(wheels)]
+    subprocess.run(build, check=True)
     (wheel,) = wheels.glob("weightcast-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

@@ -42,7 +42,7 @@ class TrainPredictorConfig:
     predictor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     layer_types: list[str] = field(default_factory=list)  # empty: every layer type of the collection
     split: Optional[Split] = "train"  # runs on tasks of this split (train | heldout); null: every run
-    statuses: list[RunStatus] = field(default_factory=lambda: ["complete"])  # run statuses read (add diverged)
+    statuses: list[RunStatus] = field(default_factory=lambda: ["complete"])  # statuses read (add diverged)
     steps: int = 1000  # optimizer steps per (kind, layer type)
     batch_size: int = 256  # windows per step (per process under torchrun)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # Adam, lr 1e-3 by default

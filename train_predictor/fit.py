@@ -320,7 +320,8 @@ class _FitRun:
         if not dist.is_initialized():
             return objective
         device = self.settings.device
-        return DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(objective, device_ids=device_ids)
 
     def _step(self, objective: nn.Module, batch: Batch, lr: float) -> Tensor:
         """One optimizer step at learning rate `lr` (a function of the step alone: nothing to resume)."""

@@ -106,7 +106,9 @@ def make_tracker(
     """The tracker `tracking.name` names: a `WandbTracker` for `wandb`, else a `Tracker` that does
     nothing. `job_type` is the stage (collect, train-predictor, eval), `config` its resolved config."""
     if tracking.name == "wandb":
-        return WandbTracker(tracking, job_type=job_type, name=name, out_dir=out_dir, config=config, group=group)
+        return WandbTracker(
+            tracking, job_type=job_type, name=name, out_dir=out_dir, config=config, group=group
+        )
     return Tracker()
 
 

@@ -13,7 +13,13 @@ from torch import nn
 import weightcast
 from weightcast.errors import WeightcastError
 from weightcast.eval.config import check_zero_shot, load_eval_config, open_method_bundle
-from weightcast.eval.runtime import DEFAULT_BUNDLE, SHIPPED_BUNDLES_DIR, Nowcaster, open_bundle, shipped_bundle_folder
+from weightcast.eval.runtime import (
+    DEFAULT_BUNDLE,
+    SHIPPED_BUNDLES_DIR,
+    Nowcaster,
+    open_bundle,
+    shipped_bundle_folder,
+)
 from weightcast.eval.speedup import preflight
 from weightcast.train_predictor.bundle import PredictorBundle, load_bundle
 from weightcast.zoo.config import ConfigError

@@ -243,7 +243,8 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
     assert f'PredictorBundle.from_pretrained("{repo}")' in files["README.md"].decode()
     assert hub.resolve(repo, "v2")[0] == online["commit"]
     pushed_commit, pushed = hub.resolve(repo, "pushed")
-    assert pushed_commit == online["pushed"] and pushed["model.safetensors"] == (v2_dir / "model.safetensors").read_bytes()
+    assert pushed_commit == online["pushed"]
+    assert pushed["model.safetensors"] == (v2_dir / "model.safetensors").read_bytes()
     assert f'PredictorBundle.from_pretrained("{repo}")' in pushed["README.md"].decode()
 
     requests_before = len(hub.requests)

@@ -47,7 +47,8 @@ def fake_wandb(monkeypatch):
 
 
 def test_none_tracks_nothing(fake_wandb, tmp_path):
-    tracker = make_tracker(TrackingConfig(), job_type="eval", name="x", out_dir=tmp_path, config=TrackingConfig())
+    none = TrackingConfig()
+    tracker = make_tracker(none, job_type="eval", name="x", out_dir=tmp_path, config=none)
     assert type(tracker) is Tracker and tracker.epoch_hooks() == []
     tracker.log({"a": 1})
     tracker.table("t", ["c"], [[1]])
@@ -58,7 +59,8 @@ def test_none_tracks_nothing(fake_wandb, tmp_path):
 def test_wandb_tracker_makes_the_wandb_calls(fake_wandb, tmp_path):
     tracking = TrackingConfig(name="wandb", project="p")
     tracker = make_tracker(
-        tracking, job_type="collect", name="worker-0", group="debug", out_dir=tmp_path / "out", config=tracking
+        tracking, job_type="collect", name="worker-0", group="debug", out_dir=tmp_path / "out",
+        config=tracking,
     )
     assert isinstance(tracker, WandbTracker) and (tmp_path / "out").is_dir()
     (run,) = fake_wandb.runs
@@ -71,7 +73,8 @@ def test_wandb_tracker_makes_the_wandb_calls(fake_wandb, tmp_path):
     tracker.table("runs", ("run_id", "seconds"), [("abc", 1.5)])
     tracker.image("plots/curve", tmp_path / "curve.png")
     tracker.summarize({"wnn/geomean": 1.2})
-    result = train(TrainConfig(task="mnist1d", arch="mlp", epochs=2, batch_size=1000), hooks=tracker.epoch_hooks())
+    run_config = TrainConfig(task="mnist1d", arch="mlp", epochs=2, batch_size=1000)
+    result = train(run_config, hooks=tracker.epoch_hooks())
     tracker.finish()
     assert run.defined == [("wnn/linear/*", "wnn/linear/step")]
     assert run.logged[:3] == [
