@@ -228,10 +228,15 @@ def preflight(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> list[s
         for name, bundle in bundles.items():
             method = config.methods[name]
             optimizer = build_optimizer(model.parameters(), train_config.optimizer)
+            nowcast = method.nowcast
+            if getattr(nowcast, "horizon_schedule", None) == "nino" and nowcast.max_calls is None:
+                # NowcastHook fills in the run's length in calls the same way
+                calls = steps // (_call_every(method, entry) or per_epoch)
+                nowcast = dataclasses.replace(nowcast, max_calls=max(1, calls))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", NowcastWarning)
                 try:
-                    nowcaster = Nowcaster(model, optimizer, bundle, method.nowcast, probe=lambda m: 0.0)
+                    nowcaster = Nowcaster(model, optimizer, bundle, nowcast, probe=lambda m: 0.0)
                 except (ConfigError, MissingPredictorError) as err:
                     raise ConfigError(
                         f"method {name!r} on {where} ({entry.arch} on {entry.task}): {err}"
