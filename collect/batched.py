@@ -36,15 +36,21 @@ from weightcast.collect.recorder import Recorder
 from weightcast.collect.schema import DTYPES
 from weightcast.collect.worker import Worker, _summary, run_record
 
-__all__ = ["CPU_GROUP_SIZE", "plan_groups", "run_group", "batching_pays"]
+__all__ = ["CPU_GROUP_SIZE", "CPU_MIN_GROUP", "plan_groups", "run_group", "batching_pays"]
 
 CPU_GROUP_SIZE = 16  # engine.group_size=0 on a CPU
+# Fewer members than this train alone on a CPU: a group of 2-3 small MLPs ran slower than its
+# members alone (vmap's per-operation overhead; `python -m weightcast.collect.benchmark --batched`).
+CPU_MIN_GROUP = 4
 
 
-def plan_groups(specs: list[RunSpec], group_size: int, device: str) -> list[list[RunSpec]]:
+def plan_groups(
+    specs: list[RunSpec], group_size: int, device: str, only_where_it_pays: bool = True
+) -> list[list[RunSpec]]:
     """`specs` as groups to train together, in the order of their first run; a run that cannot be
-    batched (or whose batching does not pay on `device`) is a group of one. `group_size` caps a
-    group (0: `CPU_GROUP_SIZE` on a CPU, unlimited on a GPU, where memory decides in `run_group`)."""
+    batched (or, with `only_where_it_pays`, whose batching does not pay on `device`) is a group of
+    one. `group_size` caps a group (0: `CPU_GROUP_SIZE` on a CPU, unlimited on a GPU, where memory
+    decides in `run_group`)."""
     if group_size == 1:
         return [[spec] for spec in specs]
     on_gpu = resolve_device(device).type == "cuda"
@@ -53,13 +59,20 @@ def plan_groups(specs: list[RunSpec], group_size: int, device: str) -> list[list
     for i, spec in enumerate(specs):
         config = _config(spec, device)
         key: Any = ("alone", i)
-        if batching_pays(config):
+        if not only_where_it_pays or batching_pays(config):
             try:
                 key = group_key(config)
             except NotBatchable:
                 pass
         groups.setdefault(key, []).append(spec)
-    return [members[i : i + cap] for members in groups.values() for i in range(0, len(members), cap)]
+    planned = []
+    for members in groups.values():
+        parts = -(-len(members) // cap)  # near-equal parts of at most `cap`: 17 -> 9 + 8, not 16 + 1
+        planned += [members[i::parts] for i in range(parts)]
+    if on_gpu or not only_where_it_pays:
+        return planned
+    small = [group for group in planned if len(group) < CPU_MIN_GROUP]
+    return [group for group in planned if group not in small] + [[spec] for group in small for spec in group]
 
 
 def batching_pays(config: TrainConfig) -> bool:

@@ -2,6 +2,7 @@
 
     python -m weightcast.collect.benchmark                      # overhead, peak RSS, bytes per parameter-epoch
     python -m weightcast.collect.benchmark --estimate configs/collect/zoo-cpu.yaml   # how long a config takes
+    python -m weightcast.collect.benchmark --batched [--quick]  # batched populations vs one run at a time
 
 - overhead: wall time of collecting N runs of the default zoo's models (one of each architecture,
   epochs capped) vs training the same runs with the same seeds without recording (target <= 1.05x);
@@ -9,7 +10,12 @@
   only trains it (each in a fresh subprocess); with `--large`, the same for a 25M-parameter MLP;
 - shard bytes per recorded parameter per epoch, for each dtype;
 - `--estimate CONFIG`: per-epoch times measured for every distinct (architecture, task, batch size,
-  augmentation) of a config, and the collection's expected duration with its workers.
+  augmentation) of a config, and the collection's expected duration with its workers; with
+  `engine.group_size` other than 1, its batched groups (collect.batched) are measured too;
+- `--batched`: parameter-epochs per second of training populations in batched groups
+  (zoo.population) against one member at a time, on an MLP-only, a CNN-only and a subset of the
+  zoo-cpu population (1 epoch each), per population and per kind of member (`--quick`: a few
+  members, for a test).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 
 from weightcast.configs import config_path
 from weightcast.zoo.models import count_parameters, create_model
+from weightcast.zoo.population import train_population
 from weightcast.zoo.tasks import get_task
 from weightcast.zoo.train import train
 
@@ -42,11 +49,15 @@ from weightcast.collect.config import (
     resolve_part,
     train_config,
 )
+from weightcast.collect.batched import plan_groups
 from weightcast.collect.engines import run_collection, select_part
 from weightcast.collect.worker import Worker
 from weightcast.collect.schema import DTYPES
 
-__all__ = ["main", "overhead", "peak_rss", "bytes_per_parameter_epoch", "estimate"]
+__all__ = [
+    "main", "overhead", "peak_rss", "bytes_per_parameter_epoch", "estimate", "batching",
+    "batching_populations",
+]  # fmt: skip
 
 DEFAULT_ZOO = config_path("collect", "zoo-cpu")
 
@@ -132,7 +143,12 @@ def bytes_per_parameter_epoch(out: Path) -> dict[str, float]:
 
 
 def estimate(config_path: Path, overrides: list[str] = ()) -> dict[str, Any]:
-    """Expected duration of a collection (of its part) on this machine, from measured per-epoch times."""
+    """Expected duration of a collection (of its part) on this machine, from measured per-epoch times.
+
+    With `engine.group_size` other than 1, the runs are planned in groups as the engines plan them
+    (collect.batched); a group's time is measured for each kind of group (architecture, task, batch
+    size, optimizer) at the size of its largest group, 2 epochs, and interpolated linearly in the
+    number of members between one run alone and that size."""
     config = load_collect_config(config_path, overrides)
     task_seconds: dict[str, float] = {}
     for name in sorted({task for group in config.population for task in group.task}):
@@ -144,26 +160,132 @@ def estimate(config_path: Path, overrides: list[str] = ()) -> dict[str, Any]:
     workers = config.engine.workers or min(2, os.cpu_count() or 1)
     torch.set_num_threads(config.engine.threads_per_worker or max(1, (os.cpu_count() or 1) // workers))
     timings: dict[str, tuple[float, float]] = {}  # cost key -> (seconds before epoch 1, seconds per epoch)
-    per_run = []
-    for spec in specs:
+
+    def alone(spec: RunSpec) -> tuple[float, float]:
         t = spec.train
         key = json.dumps([t["arch"], t["arch_kwargs"], t["task"], t["batch_size"], t["augmentation"]])
         if key not in timings:
             records = train(train_config(_with_epochs(spec, 2))).history.records
             timings[key] = (records[0].wall_time, records[2].wall_time - records[1].wall_time)
             print(f"  measured {key}: {timings[key][1]:.3f} s/epoch", flush=True)
-        first, per_epoch = timings[key]
-        per_run.append(first + t["epochs"] * per_epoch)
+        return timings[key]
+
+    groups = plan_groups(specs, config.engine.group_size, config.device)
+    largest: dict[str, list[RunSpec]] = {}  # kind of group -> its largest group
+    for group in groups:
+        kind = _group_kind(group[0])
+        if len(group) > 1 and len(group) > len(largest.get(kind, [])):
+            largest[kind] = group
+    grouped: dict[str, tuple[int, float, float]] = {}  # kind -> (size, seconds before epoch 1, per epoch)
+    for kind, group in largest.items():
+        configs = [train_config(_with_epochs(spec, 2)) for spec in group]
+        start = time.perf_counter()
+        records = train_population(configs)[0].history.records
+        per_epoch = records[2].wall_time - records[1].wall_time
+        grouped[kind] = (len(group), time.perf_counter() - start - 2 * per_epoch, per_epoch)
+        print(f"  measured {len(group)} x {kind}: {per_epoch:.3f} s/epoch", flush=True)
+    per_job = []
+    for group in groups:
+        epochs = max(spec.train["epochs"] for spec in group)
+        first, per_epoch = alone(group[0])
+        if len(group) > 1:  # linear in members between one alone and the measured group
+            size, group_first, group_per_epoch = grouped[_group_kind(group[0])]
+            share = (len(group) - 1) / max(size - 1, 1)
+            first += share * (group_first - first)
+            per_epoch += share * (group_per_epoch - per_epoch)
+        per_job.append(first + epochs * per_epoch)
     loads = [sum(task_seconds.values())] * workers  # every worker builds every task once
-    for seconds in per_run:  # the queue hands each run to the first free worker
+    for seconds in per_job:  # the queue hands each group to the first free worker
         loads[loads.index(min(loads))] += seconds
     return {
         "runs": len(specs),
+        "groups": len(groups),
+        "batched_runs": sum(len(g) for g in groups if len(g) > 1),
         "workers": workers,
-        "run_seconds_total": round(sum(per_run)),
+        "run_seconds_total": round(sum(per_job)),
         "task_build_seconds_per_worker": round(sum(task_seconds.values()), 1),
         "estimated_minutes": round(max(loads) / 60, 1),
     }
+
+
+def batching_populations(zoo: Path, quick: bool = False) -> dict[str, list[RunSpec]]:
+    """The populations of `batching`: MLPs (MNIST-1D 40-64-64-10 and LFD-2's 1-10-1 on syn2), small
+    CNNs on shapes (nino-cnn, wnn-cnn), and every `step`-th run of the zoo (`zoo`)."""
+    members = 8 if quick else 32
+    mlp = [
+        GroupConfig(
+            mode="random", num_runs=members, arch=["mlp"], arch_kwargs=[{"depth": 2, "width": 64}],
+            task=["mnist1d"], lr_range=[3e-4, 1e-2], schedule=["constant", "cosine"],
+            augmentation=["none", "noise", "shift"], init=["default", "he"], batch_size=[128], epochs=[1],
+            seed=list(range(100)),
+        ),
+        GroupConfig(
+            mode="random", num_runs=members, arch=["mlp"], arch_kwargs=[{"depth": 1, "width": 10}],
+            task=["syn2"], optimizer=["sgd"], optimizer_kwargs={"momentum": 0.0}, lr_range=[2e-3, 2e-2],
+            batch_size=[64], epochs=[1], seed=list(range(100)),
+        ),
+    ]  # fmt: skip
+    cnn = [
+        GroupConfig(
+            mode="random", num_runs=members // 2, arch=[arch], task=["shapes"], lr_range=[3e-4, 5e-3],
+            augmentation=["none", "shift", "flip"], batch_size=[128], epochs=[1], seed=list(range(100)),
+        )
+        for arch in ("nino-cnn", "wnn-cnn")
+    ]  # fmt: skip
+    step = 48 if quick else 6
+    zoo_runs = [_with_epochs(s, 1) for s in expand(load_collect_config(zoo)).runs[::step]]
+    return {
+        "mlp-only": expand(CollectConfig(name="mlp", population=mlp)).runs,
+        "cnn-only": expand(CollectConfig(name="cnn", population=cnn)).runs,
+        "zoo-cpu": zoo_runs,
+    }
+
+
+def batching(
+    populations: dict[str, list[RunSpec]], group_size: int = 16, device: str = "cpu"
+) -> dict[str, Any]:
+    """Parameter-epochs per second of each population trained one member at a time (`zoo.train`)
+    and in batched groups of up to `group_size` (`zoo.population`; every batchable run, whether or
+    not batching pays), per population and per kind of member. Wall and CPU seconds, one thread."""
+    torch.set_num_threads(1)
+    figures: dict[str, Any] = {}
+    for name, specs in populations.items():
+        for task in {s.train["task"] for s in specs}:
+            get_task(task)  # built before timing, as a worker builds each task once
+        configs = {s.run_id: _on(train_config(s), device) for s in specs}
+        kinds: dict[str, dict[str, Any]] = {}
+        groups = plan_groups(specs, group_size, device, only_where_it_pays=False)
+        for group in groups:  # alone, then batched, group by group: a drifting load falls on both
+            members = [configs[s.run_id] for s in group]
+            batched = _timed(lambda: train_population(members) if len(members) > 1 else train(members[0]))
+            for spec, config in zip(group, members):
+                empty = {"runs": 0, "alone": torch.zeros(2), "batched": torch.zeros(2)}  # (wall, cpu) seconds
+                kind = kinds.setdefault(_member_kind(spec), empty)
+                kind["runs"] += 1
+                kind["params"] = _parameters(spec)
+                kind["alone"] += _timed(lambda: train(config))
+                kind["batched"] += batched / len(group)  # each member's share of its group's time
+        param_epochs = sum(_parameters(s) * s.train["epochs"] for s in specs)
+        alone = sum(k["alone"] for k in kinds.values())
+        batched = sum(k["batched"] for k in kinds.values())
+        figures[name] = {
+            "runs": len(specs),
+            "groups": len(groups),
+            "parameters_per_member": [min(map(_parameters, specs)), max(map(_parameters, specs))],
+            "alone_s": round(alone[0].item(), 2),
+            "batched_s": round(batched[0].item(), 2),
+            "alone_param_epochs_per_s": round(param_epochs / alone[0].item()),
+            "batched_param_epochs_per_s": round(param_epochs / batched[0].item()),
+            "speedup": round((alone[0] / batched[0]).item(), 2),
+            "cpu_speedup": round((alone[1] / batched[1]).item(), 2),
+            "per_kind": {
+                k: {"runs": v["runs"], "parameters": v["params"],
+                    "speedup": round((v["alone"][0] / v["batched"][0]).item(), 2)}
+                for k, v in sorted(kinds.items())
+            },  # fmt: skip
+        }
+        print(f"  {name}: {figures[name]['speedup']}x", flush=True)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimate", type=Path, metavar="CONFIG", help="estimate CONFIG's duration instead")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="--estimate: config overrides")
     parser.add_argument("--large", action="store_true", help="also peak RSS of a 25M-parameter MLP (minutes)")
+    parser.add_argument("--batched", action="store_true", help="batched populations vs one run at a time")
+    parser.add_argument("--quick", action="store_true", help="--batched: a few members only (a test)")
+    parser.add_argument("--group-size", type=int, default=16, help="--batched: members per group")
+    parser.add_argument("--device", default="cpu", help="--batched: cpu or cuda")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
@@ -181,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.estimate:
         print(json.dumps(estimate(args.estimate, args.overrides), indent=2))
+        return 0
+    if args.batched:
+        populations = batching_populations(args.zoo, args.quick)
+        print(json.dumps(batching(populations, args.group_size, args.device), indent=2))
         return 0
     with tempfile.TemporaryDirectory(prefix="collect-benchmark-") as tmp:
         out = Path(tmp)
@@ -215,6 +345,33 @@ def _one_per_arch(specs: list[RunSpec], count: int) -> list[RunSpec]:
             firsts.append(spec)
     rest = [s for s in specs if s not in firsts]
     return (firsts + rest)[:count]
+
+
+def _member_kind(spec: RunSpec) -> str:
+    t = spec.train
+    return f"{t['arch']} {json.dumps(t['arch_kwargs'])} on {t['task']}"
+
+
+def _group_kind(spec: RunSpec) -> str:
+    t = spec.train
+    return f"{_member_kind(spec)} batch {t['batch_size']} {t['optimizer']['name']}"
+
+
+def _parameters(spec: RunSpec) -> int:
+    t = spec.train
+    key = (t["arch"], json.dumps(t["arch_kwargs"]), t["task"])
+    if key not in _PARAMETERS:
+        model = create_model(t["arch"], get_task(t["task"]).spec, **t["arch_kwargs"])
+        _PARAMETERS[key] = count_parameters(model)
+    return _PARAMETERS[key]
+
+
+_PARAMETERS: dict[tuple[str, str, str], int] = {}
+
+
+def _on(config: Any, device: str) -> Any:
+    config.device = device
+    return config
 
 
 def _with_epochs(spec: RunSpec, epochs: int) -> RunSpec:
