@@ -8,9 +8,9 @@ step-based task, whose curves are validated every `eval_every_steps` steps; "uni
 optimizer steps accordingly):
 - Learning rate: plain training runs every lr of the task's grid (`lr_grid`, default
   `eval.config.DEFAULT_LR_GRIDS` of its optimizer) with every seed; the lr whose plain runs have
-  the highest best (below) is the task's lr, ties going to the smaller lr. Every method then trains
-  with it; plain training's runs at that lr are the reference. `speedup.tune_lr=false` uses the
-  entry's `optimizer.lr` alone.
+  the highest best (below) is the task's lr, ties going to the lr whose mean curve reaches the
+  headline fraction of it sooner, then to the smaller lr (`select_lr`). Plain training and every
+  method then train with it. `speedup.tune_lr=false` uses the entry's `optimizer.lr` alone.
 - Curves: a run's validation metric at each record of its History (record 0 = the initial model,
   the same for every method of a seed), at epochs or steps. A method's mean curve is the mean over
   its seeds at each record (ignoring runs that diverged before it); its best = the maximum of its
@@ -33,13 +33,16 @@ optimizer steps accordingly):
   rest of its seconds (training and evaluation); per method the mean over seeds, and the largest
   run's across tasks in the summary.
 
-Runs go task by task: one untimed warm-up epoch, plain training at every lr of the grid (seed by
-seed), then every method at the chosen lr (seed by seed, all methods of a seed in a row, so that a
-machine whose load drifts slows every method alike). They are appended to
-`<out_dir>/results.jsonl` as each finishes (nothing of an unfinished run is written); an
-interrupted evaluation run again skips the runs already there. A run's key hashes its task entry,
-learning rate, method config, bundle weights, seed and device, so a changed config or a retrained
-bundle is run again rather than mixed with old results.
+Runs go task by task: one untimed warm-up epoch, plain training at every lr of the grid (role
+"grid", for the choice only), then plain training again and every method at the chosen lr (role
+"run", seed by seed, all of a seed in a row, so that a machine whose load drifts slows plain and
+every method alike: the reference's curve is the grid run's, training being deterministic on a
+CPU, but its wall-clock is measured beside the methods'). With one lr (a one-lr grid, or
+`tune_lr=false`) there is no grid phase. Runs are appended to `<out_dir>/results.jsonl` as each
+finishes (nothing of an unfinished run is written); an interrupted evaluation run again skips the
+runs already there. A run's key hashes its task entry, learning rate, role, method config, bundle
+weights, seed and device, so a changed config or a retrained bundle is run again rather than
+mixed with old results.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ __all__ = [
 
 PLAIN = "plain"  # the reference: training without a predictor
 RESULTS_FILE = "results.jsonl"
+GRID, RUN = "grid", "run"  # a row's role: plain training over the lr grid, or a compared run
 ABSOLUTE = "absolute"  # name of a task's fixed target
 
 
@@ -262,34 +266,38 @@ def run_speedup(
     fingerprints = {name: bundle_fingerprint(bundle) for name, bundle in bundles.items()}
     seeds, tasks = config.speedup.seeds, config.speedup.tasks
     grids = {label: entry.lrs(config.speedup.tune_lr) for label, entry in tasks.items()}
-    runs = sum(len(seeds) * (len(grid) + len(bundles)) for grid in grids.values())
-    echo(f"speed-up: {runs} runs ({len(tasks)} tasks x {len(seeds)} seeds x (plain at each lr of the grid + "
-         f"{len(bundles)} methods)), results in {path}")
+    runs = sum(len(seeds) * (len(grid) * (len(grid) > 1) + 1 + len(bundles)) for grid in grids.values())
+    echo(f"speed-up: {runs} runs ({len(tasks)} tasks x {len(seeds)} seeds x (plain at each lr of the grid, "
+         f"then plain and {len(bundles)} methods at the chosen lr)), results in {path}")
     rows: list[dict[str, Any]] = []
     trained, warm = 0, set()
 
-    def run(label: str, name: str, seed: int, lr: float) -> dict[str, Any]:
+    def run(label: str, name: str, seed: int, lr: float, role: str = RUN) -> dict[str, Any]:
         nonlocal trained
-        key = _run_key(config, label, name, seed, lr, fingerprints.get(name))
+        key = _run_key(config, label, name, seed, lr, fingerprints.get(name), role)
         if key not in done:
             if label not in warm:
                 _warm_up(config, label)
                 warm.add(label)
-            done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key)
+            done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key, role)
             _append_result(path, done[key])
             echo(_run_line(done[key]))
             trained += 1
         return done[key]
 
     for label in tasks:
-        plain = [run(label, PLAIN, seed, lr) for lr in grids[label] for seed in seeds]
-        choice = select_lr(plain, config.speedup.fraction)
+        lr = grids[label][0]
         if len(grids[label]) > 1:
+            plain = [run(label, PLAIN, seed, lr, GRID) for lr in grids[label] for seed in seeds]
+            choice = select_lr(plain, config.speedup.fraction)
             bests = ", ".join(f"{lr:g}: {best:.4f}" for lr, best in zip(choice["grid"], choice["best"]))
             metric = plain[0]["metric_name"]
             echo(f"  {label}: lr {choice['chosen']:g} (plain's best mean {metric} per lr: {bests})")
-        rows += plain
-        rows += [run(label, name, seed, choice["chosen"]) for seed in seeds for name in bundles]
+            rows += plain
+            lr = choice["chosen"]
+        # Plain training again at the chosen lr, timed beside the methods (the same curve on a CPU,
+        # whose runs are deterministic; a fair wall-clock reference on a machine whose load drifts).
+        rows += [run(label, name, seed, lr) for seed in seeds for name in [PLAIN, *bundles]]
     echo(f"speed-up: {trained} runs trained now, {len(rows) - trained} read from {path}")
     return rows
 
@@ -308,8 +316,10 @@ def summarize_task(
     and for each target each method's units and seconds to target (mean, std over seeds),
     speed-ups, best and final metric, jumps, overhead and status (ok | target not kept | not
     reached | reached by k/S seeds). `target` and `methods` repeat the headline target's."""
-    choice = select_lr([r for r in rows if r["method"] == PLAIN], fractions[0])
-    rows = [r for r in rows if r["lr"] == choice["chosen"]]
+    plain = [r for r in rows if r["method"] == PLAIN]
+    grid = [r for r in plain if r.get("role") == GRID]
+    choice = select_lr(grid or plain, fractions[0])
+    rows = [r for r in rows if r["lr"] == choice["chosen"] and r.get("role", RUN) == RUN]
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
@@ -510,8 +520,10 @@ def _warm_up(config: EvalConfig, label: str) -> None:
 
 def _train_run(
     config: EvalConfig, label: str, name: str, bundle: PredictorBundle | None, seed: int, lr: float, key: str,
+    role: str,
 ) -> dict[str, Any]:
-    """Train one (task, method, seed) at learning rate `lr` and return its results row."""
+    """Train one (task, method, seed) at learning rate `lr` and return its results row; `role`:
+    GRID (plain training over the lr grid) or RUN (a compared run at the chosen lr)."""
     entry = config.speedup.tasks[label]
     train_config = config.train_config(label, seed, lr)
     hook = None
@@ -531,7 +543,8 @@ def _train_run(
     budget, unit = budget_of(entry)
     return {
         "key": key, "task": label, "task_name": entry.task, "arch": entry.arch,
-        "optimizer": entry.optimizer.name, "schedule": entry.schedule.name, "lr": lr, "method": name,
+        "optimizer": entry.optimizer.name, "schedule": entry.schedule.name, "lr": lr, "role": role,
+        "method": name,
         "seed": seed, "budget": budget, "unit": unit,
         "metric_name": history.metric_name, "diverged": history.diverged,
         "val_metric": history.column("val_metric"), "val_loss": history.column("val_loss"),
@@ -541,8 +554,10 @@ def _train_run(
 
 
 def _run_key(
-    config: EvalConfig, label: str, name: str, seed: int, lr: float, fingerprint: str | None
+    config: EvalConfig, label: str, name: str, seed: int, lr: float, fingerprint: str | None, role: str = RUN
 ) -> str:
+    """16 hex digits of everything that determines a run: task entry and lr, method, bundle
+    weights, seed, device, role."""
     method = None if name == PLAIN else dataclasses.asdict(config.methods[name])
     task = dataclasses.asdict(config.speedup.tasks[label])
     for setting in ("lr_grid", "absolute_target"):  # the grid chooses the lr, which is in the key
@@ -550,7 +565,7 @@ def _run_key(
     task["optimizer"]["lr"] = lr
     payload = {
         "task": task, "lr": lr, "method": method, "bundle": fingerprint, "seed": seed,
-        "device": config.device,
+        "device": config.device, "role": role,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

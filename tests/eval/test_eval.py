@@ -315,10 +315,9 @@ def test_shipped_zero_shot_suites_follow_the_protocol(name):
     assert sum(e.optimizer.name == "sgd" and e.optimizer.momentum > 0 for e in tasks.values()) >= 2
     assert any("cosine" in entry.schedule.name for entry in tasks.values())
     assert all(entry.absolute_target is not None for entry in tasks.values())
-    for entry in tasks.values():  # a small grid: 3 lrs within a decade meeting the usual one, no slow lr
+    for entry in tasks.values():  # a grid, never one (slow) lr: 3 lrs within a decade
         grid = entry.lrs(tune=True)
         assert len(grid) == 3 and grid[-1] / grid[0] <= 10 * (1 + 1e-9), grid
-        assert set(grid) & set(DEFAULT_LR_GRIDS[entry.optimizer.name]), grid
     peers = {"linear-fit", "plp", "introspection", "wnn", "lfd2-nowcast", "lfd2-farcast"}
     assert peers <= set(config.methods)
     bundles = {m: open_method_bundle(method) for m, method in config.methods.items()}
@@ -413,15 +412,25 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
     assert "| wine-mlp (epochs / wall) | digits-mlp-sgd (epochs / wall) | breast-cancer-steps (steps / wall) |" in markdown
     assert "### Summary at 99% of plain's best (headline)" in markdown and "| 0.001 |" in markdown
     lines = (out / RESULTS_FILE).read_text().splitlines()
-    assert len(lines) == 2 * (3 + 2 + 1) + 3 * 2 * 5  # seeds x lrs of the grids + tasks x seeds x methods
-    assert {json.loads(line)["lr"] for line in lines} == {3e-4, 1e-3, 3e-3, 0.01, 0.03}
+    # seeds x lrs of the grids (breast-cancer-steps has one lr: no grid) + tasks x seeds x (plain + methods)
+    assert len(lines) == 2 * (3 + 2) + 3 * 2 * 6
+    results = [json.loads(line) for line in lines]
+    assert {r["lr"] for r in results} == {3e-4, 1e-3, 3e-3, 0.01, 0.03}
+    for label in DEBUG_TASKS[:2]:  # plain at the chosen lr, timed again beside the methods: the same curve
+        chosen = result.summary["tasks"][label]["lr"]["chosen"]
+        plain = [r for r in results if r["task"] == label and r["method"] == PLAIN and r["lr"] == chosen]
+        assert sorted(r["role"] for r in plain) == ["grid", "grid", "run", "run"]
+        by_seed = {}
+        for r in plain:
+            by_seed.setdefault(r["seed"], []).append(r["val_metric"])
+        assert all(a == b for a, b in by_seed.values())
 
     # A run cut off mid-write leaves half a line; the next call drops it and trains nothing again.
     with open(out / RESULTS_FILE, "a") as f:
         f.write('{"key": "half a li')
     messages = []
     again = run_eval(config, echo=messages.append)
-    assert "speed-up: 0 runs trained now, 42 read from" in "\n".join(messages), messages
+    assert "speed-up: 0 runs trained now, 46 read from" in "\n".join(messages), messages
     assert (out / RESULTS_FILE).read_text().splitlines() == lines
     assert again.summary["methods"] == result.summary["methods"]
 
