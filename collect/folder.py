@@ -152,7 +152,7 @@ class CollectionFolder:
         prefix, a temporary index). Returns what was deleted."""
         removed = []
         # A temporary commit record is `.<group_id>.json.<random>.tmp`, and group IDs start with the prefix.
-        for path in sorted((self.root / COMMITS_DIR).glob(f".{prefix or ''}*.tmp")):
+        for path in sorted((self.root / COMMITS_DIR).glob(f".{prefix}-*.tmp" if prefix else ".*.tmp")):
             path.unlink(missing_ok=True)
             removed.append(path)
         if prefix is None:
