@@ -404,7 +404,9 @@ def _check_optimization(train: TrainConfig, where: str) -> None:
         ) from None
     bad = [m for m in multipliers if not (math.isfinite(m) and m >= 0)]
     if bad:
-        raise ConfigError(f"{where}: schedule {train.schedule.name} gives lr multiplier {bad[0]} (must be >= 0)")
+        raise ConfigError(
+            f"{where}: schedule {train.schedule.name} gives lr multiplier {bad[0]} (must be >= 0)"
+        )
 
 
 _CHECKED_MODELS: set[tuple[str, str, str, str | None]] = set()

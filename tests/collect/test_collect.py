@@ -223,7 +223,8 @@ def test_partitions_together_equal_the_whole(debug_collection, tmp_path):
     assert first.index is None and not (parts_dir / "collection.json").exists() and len(first.finished) == 2
     with pytest.raises(CollectError, match="2 of 4 runs .* are not committed yet"):
         collect.write_index(parts_dir)
-    assert run_command(COMMAND, ["merge-index", str(parts_dir)]) == USER_ERROR_EXIT_CODE  # refuses a partial index...
+    refused = run_command(COMMAND, ["merge-index", str(parts_dir)])
+    assert refused == USER_ERROR_EXIT_CODE  # refuses a partial index...
     assert run_command(COMMAND, ["merge-index", str(parts_dir), "--partial"]) == 0  # ...unless asked
     with pytest.raises(CollectError, match=r"the index of .* is partial \(2 of 4 runs\)"):
         Collection(parts_dir)
