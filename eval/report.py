@@ -26,7 +26,7 @@ import numpy as np
 
 from weightcast.eval.config import EvalConfig, seen_tasks
 from weightcast.eval.forecast import ForecastResult
-from weightcast.eval.speedup import ABSOLUTE, PLAIN, mean_curve, target_name
+from weightcast.eval.speedup import ABSOLUTE, PLAIN, RUN, mean_curve, target_name
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.zoo.config import config_to_dict
 from weightcast.zoo.rundir import git_sha, package_version, write_json_atomic
@@ -188,7 +188,7 @@ def plot_curves(
     over seeds of each method with a band of +- one std, and each target as a horizontal line."""
     plt = _pyplot()
     colors = colors or method_colors(list(task["methods"]))
-    rows = [r for r in rows if r["lr"] == task["lr"]["chosen"]]
+    rows = [r for r in rows if r["lr"] == task["lr"]["chosen"] and r.get("role", RUN) == RUN]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in task["methods"]:
         runs = [r for r in rows if r["method"] == name]

@@ -72,6 +72,8 @@ __all__ = [
     "PLAIN",
     "RESULTS_FILE",
     "ABSOLUTE",
+    "GRID",
+    "RUN",
     "target_value",
     "target_name",
     "task_targets",
