@@ -137,9 +137,9 @@ def task_table(task: dict[str, Any], target: str | None = None) -> str:
     header = [
         "method", f"{unit} to target", "speed-up", "seconds to target (predictor included)",
         "speed-up (wall)", f"best {metric}", f"final {metric}", "jumps accepted / rolled back / skipped (all seeds)",
-        "overhead", "status",
+        f"first jump ({unit})", "overhead", "status",
     ]
-    lines = [_row(header), "|---|" + "---:|" * 8 + "---|"]
+    lines = [_row(header), "|---|" + "---:|" * 9 + "---|"]
     for name, s in task["targets"][target]["methods"].items():
         jumps = s["jumps"]
         lines.append(_row([
@@ -151,6 +151,7 @@ def task_table(task: dict[str, Any], target: str | None = None) -> str:
             _num(s["best"]),
             f"{_num(s['final_mean'])} ± {_num(s['final_std'])}",
             "-" if name == PLAIN else f"{jumps['accepted']} / {jumps['rolled_back']} / {jumps['skipped']}",
+            _units(s["first_jump"], unit) if math.isfinite(s["first_jump"]) else "-",
             "-" if name == PLAIN else _pct(s["overhead"]),
             s["status"] + (f" ({s['diverged']} diverged)" if s["diverged"] else ""),
         ]))
@@ -352,8 +353,12 @@ def _markdown(
                 f"{values}. Learning rate {task['lr']['chosen']:g}.{edge}",
                 lr_table(task),
             ]
-            for target in task["targets"]:
-                parts += [f"At the {target} target:", task_table(task, target)]
+            for target, at in task["targets"].items():
+                early = (
+                    " Plain training reaches it before any method's first jump: no method can be faster "
+                    f"in {task['unit']} here." if at["before_first_jump"] else ""
+                )
+                parts += [f"At the {target} target.{early}", task_table(task, target)]
             parts.append(f"![curves](curves_{_slug(label)}.png)")
     if notes:
         parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]

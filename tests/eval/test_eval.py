@@ -112,10 +112,11 @@ def test_mean_curve_ignores_runs_that_stopped():
     assert mean_curve([[0.0, 1.0, 2.0], [2.0, math.nan]]) == [1.0, 1.0, 2.0]
 
 
-def _row(method, seed, curve, wall_per_epoch=1.0, accepted=0, lr=1e-3, every=1, rolled_back=0):
+def _row(method, seed, curve, wall_per_epoch=1.0, accepted=0, lr=1e-3, every=1, rolled_back=0, at=None):
     jumps = None if method == PLAIN else {
         "attempted": accepted + rolled_back, "accepted": accepted, "rolled_back_guard": rolled_back,
         "rolled_back_nonfinite": 0, "calls": len(curve) - 1, "seconds": 0.1,
+        "at": [float(every * (1 + i)) for i in range(accepted + rolled_back)] if at is None else at,
     }
     unit = "epochs" if every == 1 else "steps"
     return {
@@ -221,6 +222,11 @@ def test_step_level_curves_to_target_by_hand():
     assert jumpy["units"] == [48, 72] and jumpy["wall"] == [4.0, 6.0]
     assert jumpy["speedup_units"] == pytest.approx(132 / 60) and jumpy["speedup_wall"] == pytest.approx(8.25 / 5)
     assert jumpy["jumps"]["accepted"] == 1 and jumpy["jumps"]["rolled_back"] == 1
+    assert jumpy["first_jump"] == 24 and math.isnan(plain["first_jump"])
+    assert not task["targets"]["99%"]["before_first_jump"]
+    # plain reaches the target (step 24) before the method's first jump (step 120): nothing to win
+    early = [_row(PLAIN, 0, [0.1, 1.0, 1.0], every=24), _row("late", 0, [0.1, 1.0, 1.0], every=24, at=[120.0])]
+    assert summarize_task(early, 144, [0.99], 0.01, unit="steps")["targets"]["99%"]["before_first_jump"]
     # not reached: the budget in steps, and its seconds per step x the budget
     never = [_row(PLAIN, 0, [0.1, 1.0], every=24), _row("never", 0, [0.1, 0.2], every=24, wall_per_epoch=3.0)]
     stats = summarize_task(never, budget=144, fractions=[0.99], tolerance=0.9, unit="steps")["methods"]["never"]
@@ -282,10 +288,13 @@ def test_report_columns_and_one_colour_per_method():
     lines = task_table(task).splitlines()
     assert lines[0] == (
         "| method | epochs to target | speed-up | seconds to target (predictor included) | speed-up (wall) "
-        "| best accuracy | final accuracy | jumps accepted / rolled back / skipped (all seeds) | overhead | status |"
+        "| best accuracy | final accuracy | jumps accepted / rolled back / skipped (all seeds) | first jump (epochs) "
+        "| overhead | status |"
     )
-    assert lines[2] == "| plain | 3.0 ± 0.0 | 1.00x | 3.75 ± 0.00 | 1.00x | 1.0000 | 1.0000 ± 0.0000 | - | - | ok |"
-    assert lines[3] == "| wnn | 2.0 ± 0.0 | 1.50x | 3.00 ± 0.00 | 1.25x | 1.0000 | 1.0000 ± 0.0000 | 2 / 1 / 0 | 2.3% | ok |"
+    assert lines[2] == "| plain | 3.0 ± 0.0 | 1.00x | 3.75 ± 0.00 | 1.00x | 1.0000 | 1.0000 ± 0.0000 | - | - | - | ok |"
+    assert lines[3] == (
+        "| wnn | 2.0 ± 0.0 | 1.50x | 3.00 ± 0.00 | 1.25x | 1.0000 | 1.0000 ± 0.0000 | 2 / 1 / 0 | 1.0 | 2.3% | ok |"
+    )
     colors = method_colors(["wnn", "linear-fit", "plp"])
     assert colors == {PLAIN: "black", "wnn": "C0", "linear-fit": "C1", "plp": "C2"}
 
