@@ -136,8 +136,8 @@ def task_table(task: dict[str, Any], target: str | None = None) -> str:
     metric, unit = task["metric_name"], task["unit"]
     header = [
         "method", f"{unit} to target", "speed-up", "seconds to target (predictor included)",
-        "speed-up (wall)", f"best {metric}", f"final {metric}", "jumps accepted / rolled back / skipped (all seeds)",
-        f"first jump ({unit})", "overhead", "status",
+        "speed-up (wall)", f"best {metric}", f"final {metric}",
+        "jumps accepted / rolled back / skipped (all seeds)", f"first jump ({unit})", "overhead", "status",
     ]
     lines = [_row(header), "|---|" + "---:|" * 9 + "---|"]
     for name, s in task["targets"][target]["methods"].items():
