@@ -9,6 +9,12 @@ Methods and tasks are mappings keyed by their names, so one entry is overridden 
 line (`speedup.tasks.wine-mlp.epochs=20`). Plain training (no predictor) is always run as the
 reference and is not listed.
 
+The defaults are the evaluation protocol (`eval.speedup`): each task's learning rate is the best
+of its `lr_grid` for plain training (`speedup.tune_lr`), used by every method; the headline target
+is 99% of plain training's best (`speedup.fraction`), with 95% (`extra_fractions`) and the task's
+`absolute_target` reported beside it; a task trains for `epochs`, or for `max_steps` optimizer
+steps validated every `eval_every_steps` (step-based).
+
 A method's predictor is either
 - `bundle`: a bundle folder, a Hub repository id ("org/name"), or `shipped:<kind>`, a pretrained
   bundle installed with the package (`eval.runtime.SHIPPED_BUNDLES_DIR/<kind>`); or
