@@ -208,21 +208,25 @@ def estimate(config_path: Path, overrides: list[str] = ()) -> dict[str, Any]:
     }
 
 
-def batching_populations(zoo: Path, quick: bool = False) -> dict[str, list[RunSpec]]:
-    """The populations of `batching`: MLPs (MNIST-1D 40-64-64-10 and LFD-2's 1-10-1 on syn2), small
-    CNNs on shapes (nino-cnn, wnn-cnn), and every `step`-th run of the zoo (`zoo`)."""
+def batching_populations(zoo: Path, quick: bool = False) -> dict[str, tuple[list[RunSpec], bool]]:
+    """The populations of `batching`, each with whether to group only where batching pays:
+    - mlp-only: MNIST-1D 40-64-64-10 MLPs (5 epochs) and LFD-2's 1-10-1 MLP on syn2 (its zoo-cpu
+      100 epochs of one step), every member grouped;
+    - cnn-only: nino-cnn and wnn-cnn on shapes (1 epoch), every member grouped;
+    - zoo-cpu: every 3rd run of the zoo (1 epoch), grouped as a collection groups them."""
     members = 8 if quick else 32
     mlp = [
         GroupConfig(
             mode="random", num_runs=members, arch=["mlp"], arch_kwargs=[{"depth": 2, "width": 64}],
             task=["mnist1d"], lr_range=[3e-4, 1e-2], schedule=["constant", "cosine"],
-            augmentation=["none", "noise", "shift"], init=["default", "he"], batch_size=[128], epochs=[1],
+            augmentation=["none", "noise", "shift"], init=["default", "he"], batch_size=[128],
+            epochs=[2 if quick else 5],
             seed=list(range(100)),
         ),
         GroupConfig(
             mode="random", num_runs=members, arch=["mlp"], arch_kwargs=[{"depth": 1, "width": 10}],
             task=["syn2"], optimizer=["sgd"], optimizer_kwargs={"momentum": 0.0}, lr_range=[2e-3, 2e-2],
-            batch_size=[64], epochs=[1], seed=list(range(100)),
+            batch_size=[64], epochs=[20 if quick else 100], seed=list(range(100)),
         ),
     ]  # fmt: skip
     cnn = [
@@ -232,29 +236,30 @@ def batching_populations(zoo: Path, quick: bool = False) -> dict[str, list[RunSp
         )
         for arch in ("nino-cnn", "wnn-cnn")
     ]  # fmt: skip
-    step = 48 if quick else 6
+    step = 48 if quick else 3
     zoo_runs = [_with_epochs(s, 1) for s in expand(load_collect_config(zoo)).runs[::step]]
     return {
-        "mlp-only": expand(CollectConfig(name="mlp", population=mlp)).runs,
-        "cnn-only": expand(CollectConfig(name="cnn", population=cnn)).runs,
-        "zoo-cpu": zoo_runs,
+        "mlp-only": (expand(CollectConfig(name="mlp", population=mlp)).runs, False),
+        "cnn-only": (expand(CollectConfig(name="cnn", population=cnn)).runs, False),
+        "zoo-cpu": (zoo_runs, True),
     }
 
 
 def batching(
-    populations: dict[str, list[RunSpec]], group_size: int = 16, device: str = "cpu"
+    populations: dict[str, tuple[list[RunSpec], bool]], group_size: int = 16, device: str = "cpu"
 ) -> dict[str, Any]:
     """Parameter-epochs per second of each population trained one member at a time (`zoo.train`)
-    and in batched groups of up to `group_size` (`zoo.population`; every batchable run, whether or
-    not batching pays), per population and per kind of member. Wall and CPU seconds, one thread."""
+    and in batched groups of up to `group_size` (`zoo.population`; `collect.batched.plan_groups`,
+    only where batching pays if the population says so), per population and per kind of member.
+    Wall and CPU seconds, one thread."""
     torch.set_num_threads(1)
     figures: dict[str, Any] = {}
-    for name, specs in populations.items():
+    for name, (specs, only_where_it_pays) in populations.items():
         for task in {s.train["task"] for s in specs}:
             get_task(task)  # built before timing, as a worker builds each task once
         configs = {s.run_id: _on(train_config(s), device) for s in specs}
         kinds: dict[str, dict[str, Any]] = {}
-        groups = plan_groups(specs, group_size, device, only_where_it_pays=False)
+        groups = plan_groups(specs, group_size, device, only_where_it_pays)
         for group in groups:  # alone, then batched, group by group: a drifting load falls on both
             members = [configs[s.run_id] for s in group]
             batched = _timed(lambda: train_population(members) if len(members) > 1 else train(members[0]))
@@ -271,6 +276,7 @@ def batching(
         figures[name] = {
             "runs": len(specs),
             "groups": len(groups),
+            "grouped_runs": sum(len(g) for g in groups if len(g) > 1),
             "parameters_per_member": [min(map(_parameters, specs)), max(map(_parameters, specs))],
             "alone_s": round(alone[0].item(), 2),
             "batched_s": round(batched[0].item(), 2),

@@ -7,6 +7,7 @@ import pytest
 import weightcast.collect.worker
 from weightcast.collect import Collection, CollectError, expand, run_collection
 from weightcast.collect.batched import plan_groups
+from weightcast.collect.benchmark import batching
 from weightcast.collect.config import load_collect_config
 
 # Eight MLP runs (four Adam, four SGD) and one conv1d run.
@@ -102,3 +103,15 @@ def test_killed_group_reruns_only_its_unfinished_members(tmp_path, monkeypatch):
     assert victim in {s["run_id"] for s in resumed.finished}
     assert resumed.already_complete + len(resumed.finished) == resumed.selected == 9
     assert resumed.index is not None and len(Collection(resumed.root).runs()) == 9
+
+
+def test_batching_benchmark_reports_both_ways(tmp_path):
+    """The benchmark's figures (`python -m weightcast.collect.benchmark --batched`) on a tiny population."""
+    specs = [s for s in expand(_config(tmp_path, "bench")).runs if s.train["arch"] == "mlp"]
+    figures = batching({"tiny": (specs, False)}, group_size=16)["tiny"]
+    assert figures["runs"] == 8 and figures["groups"] == 2 and figures["grouped_runs"] == 8
+    assert figures["parameters_per_member"] == [826, 826]  # 40-16-10: 656 + 170
+    assert set(figures["per_kind"]) == {'mlp {"depth": 1, "width": 16} on mnist1d'}
+    # no throughput assertions (the machine is shared): only that every figure is there
+    for key in ("alone_s", "batched_s", "alone_param_epochs_per_s", "batched_param_epochs_per_s", "speedup"):
+        assert isinstance(figures[key], (int, float))
