@@ -338,7 +338,6 @@ def test_failed_run_stops_the_collection_and_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_resume_after_sigkill(tmp_path):
     slow = MLP_ONLY.replace("epochs: [3]", "epochs: [25]").replace("seed: [0, 1]", "seed: [0, 1, 2]")
     config = tmp_path / "slow.yaml"
@@ -391,7 +390,6 @@ def ray_instance():
     ray.shutdown()
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_ray_engine_gives_the_same_runs_as_local(debug_collection, ray_instance, tmp_path):
     out, _, _ = debug_collection
