@@ -92,22 +92,24 @@ def speedup_table(summary: dict[str, Any], target: str | None = None) -> str:
     names = [PLAIN, *summary["methods"]]
     header = [
         "method", *(f"{label} ({t['unit']} / wall)" for label, t in tasks.items()),
-        "geo-mean (epochs or steps)", "geo-mean (wall-clock)", "quality kept (tasks)",
-        "jumps accepted / rolled back / skipped", "overhead (mean / max)",
+        "geo-mean (epochs or steps)", "geo-mean (wall-clock)", "vs the line fit (epochs or steps)",
+        "quality kept (tasks)", "jumps accepted / rolled back / skipped", "overhead (mean / max)",
     ]
-    lines = [_row(header), "|---|" + "---:|" * (len(tasks) + 5)]
+    lines = [_row(header), "|---|" + "---:|" * (len(tasks) + 6)]
     for name in names:
         cells = [name]
         for task in tasks.values():
             stats = task["targets"][target]["methods"].get(name)
             cells.append("-" if stats is None else _speedup_cell(stats))
         if name == PLAIN:
-            cells += [_x(1.0), _x(1.0), "-", "-", "-"]
+            cells += [_x(1.0), _x(1.0), "-", "-", "-", "-"]
         else:
             means = summary["methods"][name]
             at = means["targets"][target]
+            vs = at.get("vs_line_fit", math.nan)
             cells += [
-                _x(at["geomean_units"]), _x(at["geomean_wall"]), f"{at['kept']}/{at['tasks']}",
+                _x(at["geomean_units"]), _x(at["geomean_wall"]), _x(vs) if math.isfinite(vs) else "-",
+                f"{at['kept']}/{at['tasks']}",
                 f"{means['accepted']} / {means['rolled_back']} / {means['skipped']}",
                 f"{_pct(means['overhead_mean'])} / {_pct(means['overhead_max'])}",
             ]

@@ -359,8 +359,11 @@ def summarize_task(
 
 def summarize(config: EvalConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """`{"targets": [names, headline first], "tasks": {label: summarize_task(...)}, "methods":
-    {name: per-target geometric means over tasks, jumps, overhead}}` for the rows of `run_speedup`.
-    A method's top-level `geomean_units` / `geomean_wall` are the headline target's."""
+    {name: per-target geometric means over tasks, jumps, overhead}, "line_fit": the method the
+    others are compared with}` for the rows of `run_speedup`. A method's top-level `geomean_units`
+    / `geomean_wall` are the headline target's; `vs_line_fit` (per target) is its geometric mean
+    in epochs or steps over the line fit's (the first method with a rule-based `linear-fit`
+    predictor; NaN without one): a method that does not beat the line fit has shown nothing."""
     s = config.speedup
     tasks = {}
     for label, entry in s.tasks.items():
@@ -397,7 +400,15 @@ def summarize(config: EvalConfig, rows: Sequence[dict[str, Any]]) -> dict[str, A
             "overhead_mean": float(np.mean([x["overhead"] for x in stats])),
             "overhead_max": max(x["overhead_max"] for x in stats),
         }
-    return {"targets": target_names, "tasks": tasks, "methods": methods}
+    line_fit = next(
+        (n for n in names if (config.methods[n].predictor or {}).get("kind") == "linear-fit"), None
+    )
+    for means in methods.values():
+        for target, at in means["targets"].items():
+            base = methods[line_fit]["targets"][target]["geomean_units"] if line_fit else math.nan
+            at["vs_line_fit"] = at["geomean_units"] / base if line_fit else math.nan
+        means["vs_line_fit"] = means["targets"][target_names[0]]["vs_line_fit"]
+    return {"targets": target_names, "tasks": tasks, "methods": methods, "line_fit": line_fit}
 
 
 def _status(stats: dict[str, Any], kept: bool) -> str:

@@ -278,11 +278,14 @@ def test_report_columns_and_one_colour_per_method():
     }
     table = speedup_table(summary).splitlines()
     assert table[0] == (
-        "| method | t (epochs / wall) | geo-mean (epochs or steps) | geo-mean (wall-clock) | quality kept (tasks) "
-        "| jumps accepted / rolled back / skipped | overhead (mean / max) |"
+        "| method | t (epochs / wall) | geo-mean (epochs or steps) | geo-mean (wall-clock) "
+        "| vs the line fit (epochs or steps) | quality kept (tasks) | jumps accepted / rolled back / skipped "
+        "| overhead (mean / max) |"
     )
     # 99%: plain at epoch 3 (3.75 s), wnn at epoch 2 (3.0 s): 1.50x in epochs, 1.25x in wall-clock
-    assert table[3] == "| wnn | 1.50x / 1.25x | 1.50x | 1.25x | 1/1 | 2 / 1 / 0 | 2.3% / 2.3% |"
+    assert table[3] == "| wnn | 1.50x / 1.25x | 1.50x | 1.25x | - | 1/1 | 2 / 1 / 0 | 2.3% / 2.3% |"
+    summary["methods"]["wnn"]["targets"]["99%"]["vs_line_fit"] = 1.2
+    assert speedup_table(summary).splitlines()[3].startswith("| wnn | 1.50x / 1.25x | 1.50x | 1.25x | 1.20x |")
     # absolute 0.5: plain at epoch 1 (1.25 s), wnn at epoch 1 (1.5 s)
     assert speedup_table(summary, ABSOLUTE).splitlines()[3].startswith("| wnn | 1.00x / 0.83x |")
     lines = task_table(task).splitlines()
@@ -401,6 +404,9 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
     assert all(u % 6 == 0 for u in steps["methods"][PLAIN]["units"])  # validated every 6 steps
     for means in result.summary["methods"].values():
         assert math.isfinite(means["geomean_units"]) and math.isfinite(means["geomean_wall"])
+        line_fit = result.summary["methods"]["linear-fit"]["geomean_units"]
+        assert means["vs_line_fit"] == pytest.approx(means["geomean_units"] / line_fit)
+    assert result.summary["line_fit"] == "linear-fit"
 
     rows = result.forecast.rows
     assert {r.method for r in rows} == {"no-jump", "linear-fit", "plp", "wnn", "lfd2"}
