@@ -90,6 +90,8 @@ def run_collection(
     record = {"dtype": config.record.dtype, "every_steps": config.record.every_steps}
     folder.prepare(config, config.name, expansion.population_hash, [s.run_id for s in expansion.runs], record)
     with folder.lock(prefix):
+        if folder.manifest()["population_hash"] != expansion.population_hash:  # changed since prepare
+            raise CollectError(f"another session gave {folder.root} another population; start again")
         removed = folder.clean(prefix)
         done = folder.completed_runs()
         todo = [s for s in specs if s.run_id not in done]

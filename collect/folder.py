@@ -2,7 +2,8 @@
 collection resumable after a crash. See `collect.schema` for the layout.
 
 On every start, `prepare` refuses a folder that holds another collection (another schema version or
-another population), and `clean` deletes what a crash of this prefix left behind: temporary shards,
+another population of which a run is committed; a folder where nothing was committed and no session
+runs takes the new population), and `clean` deletes what a crash of this prefix left behind: temporary shards,
 shards that no commit record references, spool files and the temporary files of atomic JSON writes.
 A SIGKILL can leave such files at any moment; they never make a folder look foreign.
 """
@@ -115,7 +116,10 @@ class CollectionFolder:
                     f"{self.root} holds a collection of schema version {old.get('schema_version')!r}; this "
                     f"weightcast writes version {SCHEMA_VERSION}. Choose another out_dir."
                 )
-            if old.get("population_hash") != population_hash:
+            if old.get("population_hash") != population_hash and self._nothing_committed():
+                # A config fixed after its first runs failed: no run of the old population exists.
+                self.manifest_path.unlink()
+            elif old.get("population_hash") != population_hash:
                 raise CollectError(
                     f"{self.root} holds collection {old.get('name')!r} of another population "
                     f"({len(old.get('runs', []))} runs, hash {old.get('population_hash')}; this config has "
@@ -136,6 +140,21 @@ class CollectionFolder:
                         "runs": run_ids,
                     },
                 )
+
+    def _nothing_committed(self) -> bool:
+        """No commit record exists and no session of any part holds its lock (called under the
+        prepare lock, so no session can start meanwhile)."""
+        if any((self.root / COMMITS_DIR).glob("*.json")):
+            return False
+        for path in sorted((self.root / _LOCKS_DIR).glob("*.lock")):
+            if path.name == "prepare.lock":
+                continue
+            with open(path, "a+") as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+        return True
 
     def commit_records(self) -> list[dict[str, Any]]:
         """Every commit record of the folder, sorted by group ID."""

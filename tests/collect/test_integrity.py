@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import weightcast.collect.worker
+
 from weightcast.collect import (
     Collection,
     CollectError,
@@ -212,6 +214,22 @@ def test_every_value_is_validated_before_the_folder_is_written(tmp_path, overrid
     # The same folder then takes the fixed config (it is not "another population").
     if override.startswith("population.0.lr"):
         assert _collect(DEBUG, f"out_dir={out}").index["complete"]
+
+
+def test_a_folder_where_nothing_was_committed_takes_a_fixed_config(tmp_path, monkeypatch):
+    def out_of_memory(cfg, hooks=(), task=None):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    out = tmp_path / "c"
+    monkeypatch.setattr(weightcast.collect.worker, "train", out_of_memory)
+    with pytest.raises(CollectError, match="failed: RuntimeError: CUDA out of memory"):
+        _collect(DEBUG, f"out_dir={out}", "population.0.batch_size=[4096]")
+    assert (out / "manifest.json").is_file() and not list((out / "commits").glob("*.json"))
+    monkeypatch.undo()
+    # The user changes the batch size: another population, but no run of the first one exists.
+    assert _collect(DEBUG, f"out_dir={out}").index["complete"]
+    with pytest.raises(CollectError, match="another population"):  # now runs are committed
+        _collect(DEBUG, f"out_dir={out}", "population.0.batch_size=[64]")
 
 
 def test_files_follow_the_umask(tmp_path):
