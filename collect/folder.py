@@ -1,10 +1,11 @@
 """The collection folder (collect): its manifest, its commit records, and the recovery that makes a
 collection resumable after a crash. See `collect.schema` for the layout.
 
-On every start, `prepare` refuses a folder that holds another collection (another schema version or
+On every start, `prepare` refuses a folder that holds another collection (another schema version, or
 another population of which a run is committed; a folder where nothing was committed and no session
-runs takes the new population), and `clean` deletes what a crash of this prefix left behind: temporary shards,
-shards that no commit record references, spool files and the temporary files of atomic JSON writes.
+runs takes the new population), and `clean` deletes what a crash of this prefix left behind:
+temporary shards, shards that no commit record references, spool files and the temporary files of
+atomic JSON writes.
 A SIGKILL can leave such files at any moment; they never make a folder look foreign.
 """
 
@@ -142,8 +143,8 @@ class CollectionFolder:
                 )
 
     def _nothing_committed(self) -> bool:
-        """No commit record exists and no session of any part holds its lock (called under the
-        prepare lock, so no session can start meanwhile)."""
+        """No commit record exists and no session of any part holds its lock. (A session that
+        prepared just before and has not taken its lock yet finds the new population under it.)"""
         if any((self.root / COMMITS_DIR).glob("*.json")):
             return False
         for path in sorted((self.root / _LOCKS_DIR).glob("*.lock")):
