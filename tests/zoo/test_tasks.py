@@ -42,6 +42,7 @@ SIZES = {
     "shapes": (6000, 1500),
     "stdlib-chars": (20000, 4000),
     "stdlib-chars-small": (2500, 500),
+    "stdlib-code-chars": (5000, 1000),
     "mackey-glass": (3968, 953),
 }
 SLOW = {"mnist1d-large"}  # ~10 s to generate; its second build (determinism) is marked slow
