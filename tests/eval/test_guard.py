@@ -143,3 +143,16 @@ def test_noise_tolerance_probes_every_snapshot():
     config = NowcastConfig(noise_tolerance=2.0)
     _straight_run(config, lambda m: seen.append(1) or 1.0)
     assert len(seen) == 1 + 5 + 1  # construction, the 5 snapshots (the last one serves as 'before'), scale 1
+
+
+@pytest.mark.slow
+def test_guard_benchmark_runs_and_summarizes():
+    from weightcast.eval.guard_benchmark import run_benchmark
+
+    results = run_benchmark(["help"], [0], ["linear-fit"], ["none", "line-search-progress"])
+    methods = results["help"]["methods"]
+    assert set(methods) == {"linear-fit/none", "linear-fit/line-search-progress"}
+    unguarded, guarded = methods["linear-fit/none"], methods["linear-fit/line-search-progress"]
+    assert unguarded["probes"] == 0 and unguarded["accepted"] == 6  # 30 epochs, a jump every 5
+    assert guarded["probes"] >= 6 and guarded["accepted"] + guarded["rolled_back"] == 6
+    assert all(m["speedup"] > 0 and 0 <= m["overhead"] for m in methods.values())
