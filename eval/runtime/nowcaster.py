@@ -442,11 +442,13 @@ class Nowcaster:
             if not self._finished:
                 self._since_snapshot += 1
                 self._since_attempt += 1
-                if self._since_snapshot == self.config.snapshot_every:
-                    self._since_snapshot = 0
+                # >= and a full window: a snapshot interrupted by an exception (KeyboardInterrupt)
+                # is taken at the next call, and the jump waits for it, instead of being lost
+                if self._since_snapshot >= self.config.snapshot_every:
                     self._snapshot()
+                    self._since_snapshot = 0
                 due = self.config.period if self.config.mode == "nowcast" else self.config.farcast_after
-                if self._since_attempt == due:
+                if self._since_attempt >= due and self._count == self.bundle.input_length:
                     jump = self._due_jump()
         finally:
             self._left_at = time.perf_counter()

@@ -694,3 +694,25 @@ def test_hook_with_step_cadence_and_the_nino_schedule(mnist1d):
     train(_zoo_config(epochs=2), hooks=[hook], task=mnist1d)
     assert hook.nowcaster.config.max_calls == 16 and hook.stats.calls == 16
     assert [j.horizon for j in hook.stats.jumps] == nino_horizon_schedule(16, 4, 9)
+
+
+def test_an_interrupted_snapshot_is_taken_at_the_next_call():
+    """The snapshot of call 5, the call a jump is due at, is interrupted: call 6 takes it and
+    makes the jump (it is not lost for the rest of the run)."""
+    model = _linear_model()
+    nowcaster = Nowcaster(model, None, _bundle(), NowcastConfig(guard=False))
+    snapshot, calls = nowcaster._snapshot, []
+
+    def interrupt_call_5(*args):  # the construction's snapshot was taken before the patch
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        snapshot(*args)
+
+    nowcaster._snapshot = interrupt_call_5
+    assert all(nowcaster() is None for _ in range(4))
+    with pytest.raises(KeyboardInterrupt):
+        nowcaster()
+    jump = nowcaster()
+    assert jump is not None and jump.call == 6 and jump.outcome == "accepted"
+    assert [j is None for j in (nowcaster() for _ in range(5))] == [True] * 4 + [False]  # then every 5
