@@ -39,7 +39,8 @@ from weightcast.collect.batched import plan_groups, run_group
 from weightcast.collect.config import CollectConfig, Expansion, RunSpec, expand, resolve_part
 from weightcast.collect.errors import CollectError
 from weightcast.collect.folder import CollectionFolder
-from weightcast.collect.index import write_index
+from weightcast.collect.index import INDEX_NAME, write_index
+from weightcast.collect.tracking import CollectionTracker
 from weightcast.collect.worker import Worker
 
 __all__ = ["ENGINES", "CollectResult", "run_collection", "part_prefix", "select_part"]
@@ -85,6 +86,7 @@ def run_collection(
     expansion = expand(config)
     part = resolve_part(config.part)
     prefix = part_prefix(part)
+    tracker = CollectionTracker(config, prefix)  # checks a wandb login before any work
     specs = select_part(expansion.runs, part)
     folder = CollectionFolder(config.out_dir, config.record.spool_dir)
     record = {"dtype": config.record.dtype, "every_steps": config.record.every_steps}
@@ -107,6 +109,7 @@ def run_collection(
         if all(s.run_id in committed for s in expansion.runs):
             index = write_index(folder.root)
             folder.clean(None)  # the collection is complete: no session of any part can be running
+    tracker.close(folder.root / INDEX_NAME, index, len(finished))
     return CollectResult(folder.root, expansion, part, len(specs), len(specs) - len(todo), finished, index)
 
 
