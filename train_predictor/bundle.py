@@ -54,6 +54,7 @@ __all__ = [
     "PredictorBundle",
     "load_bundle",
     "save_bundle",
+    "bundle_artifact",
     "publish",
     "shipped_bundle_folder",
     "BundleFormatError",
@@ -411,6 +412,22 @@ def load_bundle(
     bundle = _load_folder(folder, what)
     bundle.source, bundle.revision = where, commit
     return bundle
+
+
+def bundle_artifact(source: str | os.PathLike) -> str:
+    """The wandb artifact name of a bundle, the same in train-predictor (which logs it) and eval
+    (which uses it): `bundle-<parent>-<folder>` for a folder (`<out_dir>/<kind>`), `bundle-<org>-<name>`
+    for a Hub id, `bundle-shipped-<kind>` for a shipped bundle."""
+    from weightcast.zoo.tracking import artifact_name
+
+    where = str(source)
+    if where.startswith(SHIPPED_PREFIX):
+        parts = ("shipped", where[len(SHIPPED_PREFIX):])
+    elif Path(where).is_dir():
+        parts = Path(where).resolve().parts[-2:]
+    else:
+        parts = tuple(where.split("/")[-2:])
+    return artifact_name("bundle-" + "-".join(parts))
 
 
 def save_bundle(bundle: PredictorBundle, folder: str | Path) -> Path:

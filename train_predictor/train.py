@@ -28,9 +28,11 @@ from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES
 from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 from weightcast.zoo.tracking import make_tracker
+from weightcast.collect.schema import INDEX_NAME
+from weightcast.collect.tracking import collection_artifact
 from weightcast.zoo.train import resolve_device
 
-from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
+from weightcast.train_predictor.bundle import PredictorBundle, bundle_artifact, save_bundle
 from weightcast.train_predictor.config import TrainPredictorConfig
 from weightcast.train_predictor.data import (
     CollectionSource,
@@ -120,7 +122,7 @@ class _Run:
 
     def run(self) -> TrainResult:
         result = TrainResult(self.out, {})
-        tracker = _Tracker(self.config, self.out) if self.context.rank == 0 else None
+        tracker = _Tracker(self.config, self.out, self.source) if self.context.rank == 0 else None
         processes = f"; {self.context.world} processes" if self.context.world > 1 else ""
         self.echo(
             f"collection {self.source.name!r}: {len(self.train_ids)} training runs, {len(self.val_ids)} "
@@ -132,6 +134,7 @@ class _Run:
                 fitted = self._fit_kind(kind, template, result, tracker)
                 if self.context.rank == 0:
                     result.bundles[kind] = self._export(kind, fitted, result)
+                    tracker.bundle(kind, result.bundles[kind])
                     self.echo(f"{kind}: bundle {result.bundles[kind]}")
             if self.context.rank == 0:
                 write_json_atomic(
@@ -327,13 +330,24 @@ class _Tracker:
     """metrics.jsonl in the run folder (one row per validation), and the curves per kind and layer
     type on the `tracking` tracker (wandb with `tracking.name=wandb`)."""
 
-    def __init__(self, config: TrainPredictorConfig, out: Path):
+    def __init__(self, config: TrainPredictorConfig, out: Path, source: CollectionSource):
         prepare_run_dir(out, config)
-        self.file = open(out / METRICS_FILE, "a")  # appended to on resume
-        self.tracker = make_tracker(
-            config.tracking, job_type="train-predictor", name=config.name, out_dir=out, config=config
+        self.name = config.name
+        self.tracker = make_tracker(  # first: a missing wandb login stops train-predictor before any work
+            config.tracking, job_type="train-predictor", name=config.name, out_dir=out, config=config,
+            group=source.name,
         )
+        self.file = open(out / METRICS_FILE, "a")  # appended to on resume
         self.defined: set[str] = set()
+        index = Path(source.location) / INDEX_NAME
+        if index.is_file():  # lineage: the collection's index, as collect logged it (a URL: not tracked)
+            self.tracker.use_artifact(collection_artifact(source.name), "collection", index)
+
+    def bundle(self, kind: str, folder: Path) -> None:
+        """Log the bundle folder of `kind` as the Artifact `bundle-<name>-<kind>` (eval uses it)."""
+        self.tracker.log_artifact(
+            bundle_artifact(folder), "predictor-bundle", folder, metadata={"kind": kind, "run": self.name}
+        )
 
     def log(self, kind: str, layer_type: str, row: dict[str, Any]) -> None:
         self.file.write(json.dumps({"kind": kind, "layer_type": layer_type, **row}) + "\n")

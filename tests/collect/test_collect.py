@@ -28,6 +28,8 @@ from weightcast.zoo.config import ConfigError
 from weightcast.zoo.registry import UnknownNameError
 from weightcast.zoo.train import Hook, train
 
+from ..wandb_records import offline_runs
+
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "configs" / "collect" / "debug.yaml"
 QUIET = ["engine.workers=1", "engine.threads_per_worker=1"]  # in this process, one thread
@@ -304,9 +306,20 @@ def test_disk_full_leaves_nothing_marked_complete(tmp_path, monkeypatch):
 
 
 def test_half_precision_step_snapshots_and_tracking(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "disabled")  # the wandb code path, without files or network
+    monkeypatch.setenv("WANDB_MODE", "offline")  # real wandb runs, files under out_dir/wandb, no network
     config = _mlp_config(tmp_path, "record.dtype=bf16", "record.every_steps=10", "tracking.name=wandb")
     result, memory = _collect_with_memory(monkeypatch, config)
+    # wandb: every run its own curve (keys run/<run_id>/*), the session's run logs the index artifact
+    runs = offline_runs(tmp_path / "c" / "wandb")
+    assert {r.group for r in runs} == {config.name} and {r.job_type for r in runs} == {"collect"}
+    curves = {k.split("/")[1] for r in runs for row in r.history for k in row if k.startswith("run/")}
+    assert curves == {s["run_id"] for s in result.finished}
+    for run_id in curves:
+        key = f"run/{run_id}/epoch"
+        epochs = [row[key] for r in runs for row in r.history if key in row]
+        assert epochs == sorted(epochs) == list(range(1, len(epochs) + 1))  # no sawtooth
+    (index,) = [a for r in runs for a in r.artifacts if a["type"] == "collection"]
+    assert index["name"] == f"collection-{config.name}" and index["metadata"]["runs"] == 4
     for h in Collection(tmp_path / "c").histories():
         assert h.values.dtype == torch.bfloat16
         # steps 10, 20, 30 of each 31-step epoch, and every epoch end

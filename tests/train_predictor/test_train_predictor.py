@@ -37,6 +37,8 @@ from weightcast.zoo.config import ConfigError
 from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
 from weightcast.zoo.registry import UnknownNameError
 
+from ..wandb_records import offline_runs
+
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "configs" / "train_predictor" / "debug.yaml"
 
@@ -218,12 +220,20 @@ def test_collection_over_http_reads_the_same_windows(collection):
         server.shutdown()
 
 
-def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys):
+def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     overrides = _debug_overrides(
         collection, out, "steps=30", "eval_every=10", "checkpoint_every=10", "tracking.name=wandb"
-    )  # wandb: disabled mode (conftest)
+    )
+    monkeypatch.setenv("WANDB_MODE", "offline")  # real wandb, files under out/wandb, no network
     assert run_command(COMMAND, ["--config", str(DEBUG), *overrides]) == 0
+    (run,) = offline_runs(out / "wandb")  # lineage: the collection in, one artifact per bundle out
+    assert (run.job_type, run.group) == ("train-predictor", "tiny")  # group: the collection's name
+    used = [(a["name"], a["used"]) for a in run.artifacts if a["type"] == "collection"]
+    assert used == [("collection-tiny", True)]
+    bundles = [a for a in run.artifacts if a["type"] == "predictor-bundle"]
+    assert [a["name"] for a in bundles] == ["bundle-run-wnn", "bundle-run-lfd2"]
+    assert [a["metadata"]["kind"] for a in bundles] == ["wnn", "lfd2"]
     printed = capsys.readouterr().out
     assert "wnn          linear" in printed and "no-jump" in printed
     report = json.loads((out / "validation.json").read_text())
