@@ -2,10 +2,19 @@
 (standard library only, on 127.0.0.1, a free port, in a thread).
 
 It implements the endpoints that huggingface_hub 2.4 calls to create a model repository and a
-branch, upload a folder (preupload answers "regular" for every file, so contents arrive base64 in
-the ndjson commit and neither LFS nor Xet is involved), resolve a revision, list a tree and
-download a file, with the headers huggingface_hub reads (X-Repo-Commit, ETag, Content-Length,
-X-Error-Code). Repositories keep every commit under a 40-hex id, and their branches, so a commit
+branch, upload a folder, resolve a revision, list a tree and download a file, with the headers
+huggingface_hub reads (X-Repo-Commit, ETag, X-Linked-Etag, X-Linked-Size, Content-Length,
+X-Error-Code). Uploads take the paths the Hub gives them: preupload answers "lfs" for a binary file
+(a `*.safetensors` path, as the Hub's .gitattributes says, or a sample with a NUL byte) and
+"regular" otherwise. A regular file arrives base64 in the ndjson commit. An LFS file goes the way
+huggingface_hub sends it when the server offers no Xet (and hf_xet is not installed): the LFS batch
+API (`POST {repo}.git/info/lfs/objects/batch`, transfer "basic") answers an upload and a verify
+action, the client PUTs the bytes and POSTs the verify, and the commit names the file by its sha256
+(`lfsFile`); downloads of it carry the sha256 as X-Linked-Etag, as the Hub's do. `hub.lfs` holds
+the uploaded objects by sha256. huggingface_hub 2.4 takes that path only with HF_HUB_DISABLE_XET=1:
+with hf_xet installed (its dependency) it sends LFS files over Xet whatever the server offers, and
+Xet's CAS protocol is not served here (a Xet upload fails on /xet-write-token with a 404).
+Repositories keep every commit under a 40-hex id, and their branches, so a commit
 id and a branch both resolve, and an unknown repository or revision answers 404 with the
 X-Error-Code that huggingface_hub turns into RepositoryNotFoundError / RevisionNotFoundError.
 Authentication is not checked.
@@ -16,8 +25,11 @@ Endpoints (repo = org/name):
     GET       /api/models/{repo}[/revision/{rev}]  -> {"id", "sha", "siblings", "private"}
     GET       /api/models/{repo}/tree/{rev}        -> [{"type": "file", "path", "size", "oid"}]
     POST      /api/models/{repo}/branch/{branch}   {"startingPoint"?}; 409 if it exists
-    POST      /api/models/{repo}/preupload/{rev}   {"files"} -> {"files": [{"uploadMode": "regular"}]}
-    POST      /api/models/{repo}/commit/{rev}      ndjson header/file/deletedFile -> {"commitOid"}
+    POST      /api/models/{repo}/preupload/{rev}   {"files"} -> {"files": [{"uploadMode": "regular"|"lfs"}]}
+    POST      /{repo}.git/info/lfs/objects/batch   {"operation": "upload", "objects"} -> upload/verify actions
+    PUT       /lfs/{oid}                           the object's bytes (basic transfer)
+    POST      /lfs/{oid}/verify                    {"oid", "size"}
+    POST      /api/models/{repo}/commit/{rev}      ndjson header/file/lfsFile/deletedFile -> {"commitOid"}
     HEAD/GET  /{repo}/resolve/{rev}/{path}         the file, X-Repo-Commit, ETag, Content-Length
 """
 
@@ -33,9 +45,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["HubServer", "HTTPErrorReply", "git_blob_id"]
+__all__ = ["HubServer", "HTTPErrorReply", "git_blob_id", "is_lfs"]
 
 _GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"  # what the Hub puts in a new repo
+
+
+def is_lfs(path: str, sample: bytes) -> bool:
+    """Whether the Hub stores a file in LFS: a `*.safetensors` path (its .gitattributes) or binary
+    content (a NUL byte in the first 512 bytes, the sample preupload sends)."""
+    return path.endswith(".safetensors") or b"\0" in sample[:512]
 
 
 def git_blob_id(content: bytes) -> str:
@@ -64,6 +82,7 @@ class HubServer:
 
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
+        self.lfs: dict[str, bytes] = {}  # sha256 -> LFS object uploaded through the batch API
         self.requests: list[str] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
@@ -155,13 +174,28 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch()
 
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        parts = []
+        while True:  # chunked: hex size line, data, CRLF; a 0 size ends it
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                self.rfile.readline()
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         pass
 
     def _dispatch(self) -> None:
         path = urlsplit(self.path).path
         self.hub.requests.append(f"{self.command} {path}")
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self._body()
         try:
             for methods, pattern, handler in self.routes:
                 match = pattern.fullmatch(path)
@@ -215,7 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
     def tree(self, body: bytes, repo: str, rev: str) -> None:
         _, files = self.hub.resolve(repo, rev)
         self._json([
-            {"type": "file", "path": path, "size": len(content), "oid": git_blob_id(content)}
+            {"type": "file", "path": path, "size": len(content), "oid": git_blob_id(content),
+             **({"lfs": _lfs_info(content)} if is_lfs(path, content) else {})}  # fmt: skip
             for path, content in sorted(files.items())
         ])
 
@@ -227,7 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
         _, files = self.hub.resolve(repo, rev)
         # The oid of an existing file lets huggingface_hub skip files that did not change.
         answers = [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+            {"path": f["path"], "shouldIgnore": False,
+             "uploadMode": "lfs" if is_lfs(f["path"], base64.b64decode(f.get("sample", ""))) else "regular",
              "oid": git_blob_id(files[f["path"]]) if f["path"] in files else None}  # fmt: skip
             for f in json.loads(body)["files"]
         ]
@@ -244,6 +280,10 @@ class _Handler(BaseHTTPRequestHandler):
                 header = value
             elif key == "file" and value.get("encoding") == "base64":
                 files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "lfsFile":
+                if value.get("algo") != "sha256" or value.get("oid") not in self.hub.lfs:
+                    raise HTTPErrorReply(400, None, f"LFS object {value.get('oid')} was not uploaded")
+                files[value["path"]] = self.hub.lfs[value["oid"]]
             elif key == "deletedFile":
                 deleted.append(value["path"])
             else:
@@ -252,13 +292,50 @@ class _Handler(BaseHTTPRequestHandler):
         oid = self.hub.commit(repo, rev, files, tuple(deleted), summary, parent)
         self._json({"commitUrl": f"{self.hub.url}/{repo}/commit/{oid}", "commitOid": oid})
 
+    def lfs_batch(self, body: bytes, repo: str) -> None:
+        self.hub.resolve(repo, "main")  # 404 for an unknown repository
+        request = json.loads(body)
+        if request.get("operation") != "upload" or "basic" not in request.get("transfers", ["basic"]):
+            raise HTTPErrorReply(400, None, f"this test Hub takes basic LFS uploads; got {request}")
+        objects = []
+        for obj in request["objects"]:
+            answer = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in self.hub.lfs:  # no actions: already stored, the client skips it
+                href = f"{self.hub.url}/lfs/{obj['oid']}"
+                answer["actions"] = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
+            objects.append(answer)
+        self._json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+
+    def lfs_put(self, body: bytes, oid: str) -> None:
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HTTPErrorReply(400, None, f"LFS object's sha256 is not {oid}")
+        self.hub.lfs[oid] = body
+        self._send(200, b"", "text/plain")
+
+    def lfs_verify(self, body: bytes, oid: str) -> None:
+        stated = json.loads(body)
+        if oid not in self.hub.lfs or len(self.hub.lfs[oid]) != stated.get("size"):
+            raise HTTPErrorReply(404, None, f"LFS object {oid} not stored with size {stated.get('size')}")
+        self._json({})
+
     def resolve_file(self, body: bytes, repo: str, rev: str, path: str) -> None:
         oid, files = self.hub.resolve(repo, rev)
         if path not in files:
             raise HTTPErrorReply(404, "EntryNotFound", f"{path} is not in {rev}", {"X-Repo-Commit": oid})
         content = files[path]
         headers = {"X-Repo-Commit": oid, "ETag": f'"{git_blob_id(content)}"'}
+        if is_lfs(path, content):  # the Hub's headers for an LFS file: its sha256 and size
+            sha = hashlib.sha256(content).hexdigest()
+            linked = {"X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(content))}
+            headers.update({"ETag": f'"{sha}"', **linked})
         self._send(200, content, "application/octet-stream", headers)
+
+
+def _lfs_info(content: bytes) -> dict[str, Any]:
+    """The tree's `lfs` entry of an LFS file: sha256, size and the size of its git-lfs pointer."""
+    sha = hashlib.sha256(content).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(content)}\n"
+    return {"oid": sha, "size": len(content), "pointerSize": len(pointer)}
 
 
 def _handler_class(hub: HubServer) -> type[_Handler]:
@@ -273,6 +350,9 @@ def _handler_class(hub: HubServer) -> type[_Handler]:
         (("POST",), rf"{api}/branch/{rev}", "create_branch"),
         (("POST",), rf"{api}/preupload/{rev}", "preupload"),
         (("POST",), rf"{api}/commit/{rev}", "commit"),
+        (("POST",), rf"/{repo}\.git/info/lfs/objects/batch", "lfs_batch"),
+        (("PUT",), r"/lfs/(?P<oid>[0-9a-f]{64})", "lfs_put"),
+        (("POST",), r"/lfs/(?P<oid>[0-9a-f]{64})/verify", "lfs_verify"),
         (("GET", "HEAD"), rf"/{repo}/resolve/{rev}/(?P<path>.+)", "resolve_file"),
     ]
     compiled = [(methods, re.compile(pattern), handler) for methods, pattern, handler in routes]

@@ -8,6 +8,7 @@ huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE / HF_HUB_CACHE at import, so 
 talks to the server runs in a subprocess whose environment points at it.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -195,6 +196,9 @@ def run_client(code: str, hub: HubServer, cache: Path, offline: bool = False) ->
         HF_HUB_OFFLINE="1" if offline else "0",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         HF_HUB_DISABLE_TELEMETRY="1",
+        # huggingface_hub 2.4 sends LFS files over Xet whenever hf_xet (its dependency) is installed,
+        # whatever the server offers; without it, over the LFS batch API, which the test server serves
+        HF_HUB_DISABLE_XET="1",
         PYTHONPATH=str(REPO_ROOT),
     )
     command = [sys.executable, "-c", textwrap.dedent(code)]
@@ -227,6 +231,20 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
         # push_to_hub is publish: the same load-back check, the same card
         pushed = v2.push_to_hub({repo!r}, branch="pushed").rsplit("/", 1)[1]
         assert load_bundle({repo!r}, revision="pushed").revision == pushed
+        # revision wherever a Hub id is taken: an eval method, the Nowcaster; reports keep the commit
+        import torch
+        from weightcast.eval.config import MethodConfig, load_eval_config, open_method_bundle
+        from weightcast.eval.report import describe_methods
+        from weightcast.eval.runtime import NowcastConfig, Nowcaster
+        method = MethodConfig(bundle={repo!r}, revision="v2")
+        assert open_method_bundle(method).revision == commit
+        config = load_eval_config(None, ["methods.wnn.bundle={repo}", "methods.wnn.revision=v2",
+                                         "speedup.enabled=false", "forecast.collection=x", "allow_seen=true"])
+        (row,) = describe_methods(config, {{"wnn": open_method_bundle(config.methods["wnn"])}}, {{}})
+        assert (row["revision"], row["commit"]) == ("v2", commit)
+        model, config = torch.nn.Linear(2, 2), NowcastConfig(guard=False)
+        nowcaster = Nowcaster(model, None, {repo!r}, config, revision=commit)
+        assert nowcaster.bundle.revision == commit
         print(json.dumps({{"commit": commit, "pushed": pushed, "config": load_bundle({repo!r}).config}}))
         """,
         hub,
@@ -236,6 +254,12 @@ def test_publish_load_and_offline_round_trip(hub, tmp_path):
     assert_same_weights(load_file(out / "v2.safetensors"), v2)
     assert_same_weights(load_file(out / "commit.safetensors"), v2)
     assert online["config"] == main.config
+    # model.safetensors took the LFS path (batch API, basic PUT, verify), config.json the regular one
+    assert f"POST /{repo}.git/info/lfs/objects/batch" in hub.requests
+    lfs = {hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (main_dir, v2_dir)}
+    assert set(hub.lfs) == lfs
+    assert {f"PUT /lfs/{oid}" for oid in lfs} <= set(hub.requests)
+    assert {f"POST /lfs/{oid}/verify" for oid in lfs} <= set(hub.requests)
     # The server holds what was published: main and the v2 branch, the card naming the repository.
     _, files = hub.resolve(repo, "main")
     assert files["config.json"] == (main_dir / "config.json").read_bytes()
