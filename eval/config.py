@@ -114,6 +114,7 @@ class MethodConfig:
     """One method of the comparison: a predictor applied to training by `NowcastHook`."""
 
     bundle: Optional[str] = None  # folder, Hub id "org/name", or "shipped:<kind>"
+    revision: Optional[str] = None  # of a Hub bundle: branch, tag or commit (default: main)
     predictor: Optional[dict[str, Any]] = None  # rule-based: {kind: ..., **constructor kwargs}
     nowcast: NowcastConfig = field(default_factory=NowcastConfig)  # mode, period, horizon, guard, ...
     every_steps: int = 0  # call the nowcaster every N optimizer steps (0: once per epoch)
@@ -124,6 +125,11 @@ class MethodConfig:
             raise ConfigError(
                 "a method gives exactly one of `bundle` (folder, Hub id or shipped:<kind>) and `predictor` "
                 f"(a rule-based {{kind: ...}}); got bundle={self.bundle!r}, predictor={self.predictor!r}"
+            )
+        if self.revision is not None and (self.bundle is None or self.bundle.startswith(SHIPPED_PREFIX)):
+            raise ConfigError(
+                f"revision={self.revision!r} selects a commit of a Hub bundle (bundle: org/name); this "
+                f"method's bundle is {self.source()!r}: drop the revision"
             )
         if self.predictor is not None:
             kind = self.predictor.get("kind")
@@ -207,6 +213,7 @@ class EvalConfig:
     require_bundles: bool = False  # an unavailable bundle stops eval instead of being reported
     device: str = "auto"  # auto | cpu | cuda | cuda:N, for every training run
     threads: int = 0  # torch CPU threads during eval (0: torch's default)
+    progress: bool = True  # a progress bar over the speed-up runs, with the time left
     methods: dict[str, MethodConfig] = field(default_factory=dict)  # name -> method
     forecast: ForecastConfig = field(default_factory=ForecastConfig)
     speedup: SpeedupConfig = field(default_factory=SpeedupConfig)
@@ -266,14 +273,14 @@ def open_method_bundle(method: MethodConfig) -> PredictorBundle:
         except FileNotFoundError as err:
             raise BundleUnavailable(str(err)) from None
     if Path(source).is_dir():
-        return load_bundle(source)
+        return load_bundle(source, method.revision)  # a revision with a folder: ConfigError
     if _looks_like_path(source):
         raise BundleUnavailable(
             f"bundle folder {source!r} does not exist; make it with `weightcast train-predictor` "
             "(its <out_dir>/<kind>), or point the method at another folder"
         )
     try:
-        return load_bundle(source)
+        return load_bundle(source, method.revision)
     except HubError as err:
         raise BundleUnavailable(str(err)) from None
 

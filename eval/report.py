@@ -66,6 +66,7 @@ def describe_methods(
                 layer_types=list(bundle.layer_types),
                 collection=bundle.trained_on.get("collection", "not recorded"),
                 trained_on_tasks=sorted(seen_tasks(bundle)),
+                revision=method.revision, commit=bundle.revision,  # asked for; the Hub commit it resolved to
             )
         else:
             row.update(available=False, reason=unavailable[name])
@@ -378,7 +379,8 @@ def _methods_table(methods: list[dict[str, Any]]) -> str:
                      ", ".join(m["trained_on_tasks"]) or "-"]
         else:
             cells = ["-", "-", "-", m["mode"], f"**not available**: {m['reason']}", "-"]
-        lines.append(_row([m["method"], f"`{m['source']}`", *cells]))
+        at = f" at commit `{m['commit']}`" if m.get("commit") else ""  # a Hub bundle's resolved commit
+        lines.append(_row([m["method"], f"`{m['source']}`{at}", *cells]))
     return "\n".join(lines)
 
 

@@ -43,13 +43,14 @@ class NowcastHook(Hook):
         *,
         every_steps: int = 0,
         probe_size: int = 512,
+        revision: str | None = None,  # of a Hub bundle: branch, tag or commit
     ):
         if every_steps < 0 or probe_size < 1:
             raise ConfigError(
                 "need every_steps >= 0 (0: once per epoch) and probe_size >= 1; "
                 f"got {every_steps=}, {probe_size=}"
             )
-        self.bundle = open_bundle(bundle)
+        self.bundle = open_bundle(bundle, revision)
         self.config = config or NowcastConfig()
         self.config.for_bundle(self.bundle)  # config errors now, not when training starts
         self.every_steps, self.probe_size = every_steps, probe_size

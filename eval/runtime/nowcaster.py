@@ -329,13 +329,18 @@ def probe_batch(inputs: Tensor, targets: Tensor, loss_fn: LossFn) -> ProbeLoss:
     return probe
 
 
-def open_bundle(source: PredictorBundle | str | os.PathLike = DEFAULT_BUNDLE) -> PredictorBundle:
-    """A bundle as given, or `load_bundle(source)`: `shipped:<kind>` (a pretrained bundle installed
-    with weightcast), a local folder or a Hub repository id ("org/name")."""
+def open_bundle(
+    source: PredictorBundle | str | os.PathLike = DEFAULT_BUNDLE, revision: str | None = None
+) -> PredictorBundle:
+    """A bundle as given, or `load_bundle(source, revision)`: `shipped:<kind>` (a pretrained bundle
+    installed with weightcast), a local folder or a Hub repository id ("org/name") at `revision`
+    (branch, tag or commit; the bundle's `revision` is the commit it resolved to)."""
     if isinstance(source, PredictorBundle):
+        if revision is not None:
+            raise ConfigError(f"revision={revision!r} selects a Hub commit; this bundle is loaded already")
         return source
     if isinstance(source, (str, os.PathLike)):
-        return load_bundle(source)
+        return load_bundle(source, revision)
     raise TypeError(
         "bundle must be a PredictorBundle, shipped:<kind>, a bundle folder or a Hub repository id; "
         f"got {type(source).__name__}"
@@ -385,6 +390,8 @@ class Nowcaster:
         probe: the guard's loss, a callable `module -> float` (given the unwrapped module, run in
             eval mode under no_grad) or a batch `(inputs, targets, loss_fn)`; required while
             `config.guard` is on.
+        revision: of a Hub `bundle`: branch, tag or commit (default main); `bundle.revision` holds
+            the commit it resolved to.
 
     Attributes: `predicted` (parameter name -> layer type of every predicted parameter),
     `untouched` (parameter name -> why it is left alone), `stats` (`NowcastStats`)."""
@@ -397,10 +404,11 @@ class Nowcaster:
         config: NowcastConfig | None = None,
         *,
         probe: ProbeLoss | tuple[Tensor, Tensor, LossFn] | None = None,
+        revision: str | None = None,
     ):
         start = time.perf_counter()
         self.model, self.module, self.optimizer = model, unwrap(model), optimizer
-        self.bundle = open_bundle(bundle)
+        self.bundle = open_bundle(bundle, revision)
         self.config = (config or NowcastConfig()).for_bundle(self.bundle)
         if optimizer is None and self.config.optimizer_policy != "keep":
             raise ConfigError(
