@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from weightcast.eval.config import EvalConfig, EvalTask, MethodConfig, bundle_fingerprint
 from weightcast.eval.runtime import NowcastHook
@@ -258,11 +259,14 @@ def run_speedup(
     out_dir: str | Path,
     *,
     echo: Callable[[str], None] = print,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every run of `config` not yet in `<out_dir>/results.jsonl` (per task: plain training
     over the lr grid, then every method at the chosen lr; see the module docstring), appending each
     run's row as it finishes; return the rows of this config (finished earlier or now) in that
-    order. `bundles`: method name -> bundle, the available methods."""
+    order. `bundles`: method name -> bundle, the available methods. `on_row` gets each row trained
+    now as it finishes (live tracking). With `config.progress`, a progress bar over all runs shows
+    the time left; the per-run lines are printed above it."""
     path = Path(out_dir) / RESULTS_FILE
     done = _read_results(path)
     fingerprints = {name: bundle_fingerprint(bundle) for name, bundle in bundles.items()}
@@ -273,33 +277,47 @@ def run_speedup(
          f"then plain and {len(bundles)} methods at the chosen lr)), results in {path}")
     rows: list[dict[str, Any]] = []
     trained, warm = 0, set()
+    bar = tqdm(total=runs, unit="run", desc="speed-up", disable=not config.progress, dynamic_ncols=True)
+
+    def say(line: str) -> None:  # above the bar, which is redrawn below it
+        with tqdm.external_write_mode():
+            echo(line)
 
     def run(label: str, name: str, seed: int, lr: float, role: str = RUN) -> dict[str, Any]:
         nonlocal trained
         key = _run_key(config, label, name, seed, lr, fingerprints.get(name), role)
-        if key not in done:
+        if key in done:
+            bar.total -= 1  # read, not run: the time left counts the runs still to train
+            bar.refresh()
+        else:
             if label not in warm:
                 _warm_up(config, label)
                 warm.add(label)
             done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key, role)
             _append_result(path, done[key])
-            echo(_run_line(done[key]))
+            say(_run_line(done[key]))
+            bar.update(1)
             trained += 1
+            if on_row is not None:
+                on_row(done[key])
         return done[key]
 
-    for label in tasks:
-        lr = grids[label][0]
-        if len(grids[label]) > 1:
-            plain = [run(label, PLAIN, seed, lr, GRID) for lr in grids[label] for seed in seeds]
-            choice = select_lr(plain, config.speedup.fraction)
-            bests = ", ".join(f"{lr:g}: {best:.4f}" for lr, best in zip(choice["grid"], choice["best"]))
-            metric = plain[0]["metric_name"]
-            echo(f"  {label}: lr {choice['chosen']:g} (plain's best mean {metric} per lr: {bests})")
-            rows += plain
-            lr = choice["chosen"]
-        # Plain training again at the chosen lr, timed beside the methods (the same curve on a CPU,
-        # whose runs are deterministic; a fair wall-clock reference on a machine whose load drifts).
-        rows += [run(label, name, seed, lr) for seed in seeds for name in [PLAIN, *bundles]]
+    try:
+        for label in tasks:
+            lr = grids[label][0]
+            if len(grids[label]) > 1:
+                plain = [run(label, PLAIN, seed, lr, GRID) for lr in grids[label] for seed in seeds]
+                choice = select_lr(plain, config.speedup.fraction)
+                bests = ", ".join(f"{lr:g}: {best:.4f}" for lr, best in zip(choice["grid"], choice["best"]))
+                metric = plain[0]["metric_name"]
+                say(f"  {label}: lr {choice['chosen']:g} (plain's best mean {metric} per lr: {bests})")
+                rows += plain
+                lr = choice["chosen"]
+            # Plain training again at the chosen lr, timed beside the methods (the same curve on a CPU,
+            # whose runs are deterministic; a fair wall-clock reference on a machine whose load drifts).
+            rows += [run(label, name, seed, lr) for seed in seeds for name in [PLAIN, *bundles]]
+    finally:
+        bar.close()
     echo(f"speed-up: {trained} runs trained now, {len(rows) - trained} read from {path}")
     return rows
 
@@ -586,6 +604,8 @@ def _run_key(
     """16 hex digits of everything that determines a run: task entry and lr, method, bundle
     weights, seed, device, role."""
     method = None if name == PLAIN else dataclasses.asdict(config.methods[name])
+    if method is not None:
+        del method["revision"]  # the bundle's fingerprint (its weights) says what a revision gave
     task = dataclasses.asdict(config.speedup.tasks[label])
     for setting in ("lr_grid", "absolute_target"):  # the grid chooses the lr, which is in the key
         del task[setting]

@@ -92,7 +92,8 @@ class Tracker:
     def log_artifact(
         self, name: str, type: str, path: str | Path, metadata: Mapping[str, Any] | None = None
     ) -> None:
-        """Log the file or folder `path` as an output Artifact `name` of type `type` (by reference)."""
+        """Log the file or folder `path` (or a URL) as an output Artifact `name` of type `type`, by
+        reference."""
 
     def use_artifact(
         self, name: str, type: str, path: str | Path, metadata: Mapping[str, Any] | None = None
@@ -203,7 +204,10 @@ class WandbTracker(Tracker):
 
     def _artifact(self, name: str, type: str, path: str | Path, metadata: Mapping[str, Any] | None) -> Any:
         artifact = self._wandb.Artifact(artifact_name(name), type=type, metadata=dict(metadata or {}))
-        artifact.add_reference(Path(path).resolve().as_uri(), name=Path(path).name)
+        if isinstance(path, str) and "://" in path:  # a URL (a Hub commit): referenced as is
+            artifact.add_reference(path, name=name, checksum=False)
+        else:
+            artifact.add_reference(Path(path).resolve().as_uri(), name=Path(path).name)
         return artifact
 
     def log_artifact(
