@@ -53,6 +53,8 @@ from weightcast.zoo.train import (
     TrainState,
     build_model,
     resolve_device,
+    steps_per_epoch,
+    total_steps,
 )
 
 __all__ = [
@@ -215,16 +217,15 @@ class _Population:
         self.task = task
         self.device = resolve_device(first.device)
         self.x_train, self.y_train = task.x_train.to(self.device), task.y_train.to(self.device)
-        n_train = len(self.x_train)
-        self.batch_size = min(first.batch_size, n_train)
-        self.steps_per_epoch = n_train // self.batch_size  # drop the last partial batch, as `train`
+        self.batch_size = min(first.batch_size, len(self.x_train))
+        self.steps_per_epoch = steps_per_epoch(first, task)  # full batches only, as `train`
         self.eval_batch_size = first.eval_batch_size
         self.members: list[_Member] = []
         self._finished: list[_Member] = []  # members that left the group, in the order they left
         models = []
         for i, (config, member_hooks) in enumerate(zip(configs, hooks)):
             model = build_model(config, task).to(self.device)
-            total = config.epochs * self.steps_per_epoch
+            total = total_steps(config, task)  # epochs x steps_per_epoch: no step budget in a group
             multiplier = SCHEDULES.get(config.schedule.name)(config.schedule, total, self.steps_per_epoch)
             optimizer = build_optimizer(model.parameters(), config.optimizer)  # the member's view
             scheduler = build_schedule(optimizer, config.schedule, total, self.steps_per_epoch)

@@ -115,3 +115,14 @@ def test_batching_benchmark_reports_both_ways(tmp_path):
     # no throughput assertions (the machine is shared): only that every figure is there
     for key in ("alone_s", "batched_s", "alone_param_epochs_per_s", "batched_param_epochs_per_s", "speedup"):
         assert isinstance(figures[key], (int, float))
+
+
+def test_zoo_cpu_10x_has_ten_times_the_runs_mostly_batched():
+    from weightcast.configs import config_path
+
+    big = load_collect_config(config_path("collect", "zoo-cpu-10x"))
+    runs = expand(big).runs
+    assert len(runs) == 10 * len(expand(load_collect_config(config_path("collect", "zoo-cpu"))).runs)
+    groups = plan_groups(runs, big.engine.group_size, "cpu")
+    assert sum(len(g) for g in groups if len(g) > 1) > 0.95 * len(runs)
+    assert max(map(len, groups)) == big.engine.group_size
