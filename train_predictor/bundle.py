@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import safetensors.torch
-from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, PyTorchModelHubMixin
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
@@ -310,13 +310,42 @@ class PredictorBundle(nn.Module, PyTorchModelHubMixin):
         (save_directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n")
 
     def generate_model_card(self, repo_id: str | None = None) -> ModelCard:
-        """The README.md model card, generated from the config; `repo_id` goes into the usage snippet."""
+        """The README.md model card, generated from the config; `repo_id` goes into the usage snippet.
+
+        Its metadata lets a Hub search find weight predictors: `pipeline_tag`
+        time-series-forecasting (a weight's history is a time series) and the tags `weightcast`,
+        `weight-prediction`, `weight-nowcasting` and the kind; `datasets`: the collection it was
+        trained on; `model-index`: the validation table (MAE per layer type, the bundle's own
+        kind); the license: Apache-2.0 for weightcast's own bundles, an imported peer's from its
+        `trained_on.license`, with `base_model` when its source is a Hub model."""
+        collection = self.trained_on.get("collection")
+        imported = "source" in self.trained_on  # an imported peer: its collection is a description
+        results = self._eval_results()
         data = ModelCardData(
-            license="apache-2.0",
+            license=_license_id(self.trained_on),
             library_name="weightcast",
-            tags=["weightcast", "weight-prediction", "pytorch_model_hub_mixin", self.kind],
+            pipeline_tag="time-series-forecasting",
+            tags=[*_CARD_TAGS, self.kind],
+            datasets=None if imported or not collection else [str(collection)],
+            base_model=_hub_model_id(self.trained_on.get("source")),
+            model_name=(repo_id or f"weightcast-{self.kind}") if results else None,
+            eval_results=results or None,
         )
         return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{self._card_body(repo_id)}")
+
+    def _eval_results(self) -> list[EvalResult]:
+        """The validation table as model-index results: the bundle's own MAE per layer type."""
+        collection = str(self.trained_on.get("collection") or "not recorded")
+        return [
+            EvalResult(
+                task_type="time-series-forecasting", task_name="weight prediction",
+                dataset_type=collection, dataset_name=f"{collection} (held-out runs)",
+                metric_type="mae", metric_name=f"MAE ({layer_type}, horizon {self.horizon})",
+                metric_value=row[self.kind],
+            )
+            for layer_type, row in self.validation.items()
+            if self.kind in row and math.isfinite(row[self.kind])
+        ]
 
     def _resolve_fallback(self, fallback: Mapping[str, str] | None) -> dict[str, str]:
         missing = [t for t in LAYER_TYPES if t not in self.predictors]
@@ -334,12 +363,11 @@ class PredictorBundle(nn.Module, PyTorchModelHubMixin):
     def _card_body(self, repo_id: str | None) -> str:
         fallbacks = ", ".join(f"{k} -> {v}" for k, v in self.fallback.items()) or "none (every type fitted)"
         source = repo_id or "<org>/<name> or a local folder"
-        commands = "\n".join(self.commands) or "# not recorded"
         return f"""# weightcast predictor bundle: `{self.kind}`
 
 Element-wise weight predictors of the `weightcast` package, one fitted per layer type. Each reads
 the last {self.input_length} values of every scalar weight (oldest first) and predicts its value
-{self.horizon} steps after the last one. A layer type without training data is served by another
+{_plural(self.horizon, "step")} after the last one. A layer type without training data is served by another
 type's predictor (fallbacks below).
 
 | | |
@@ -362,9 +390,7 @@ type's predictor (fallbacks below).
 
 ## How it was made
 
-```bash
-{commands}
-```
+{_how_made_markdown(self.trained_on, self.commands)}
 
 ## Usage
 
@@ -378,7 +404,7 @@ future = predictor.predict(window)  # window: (N, {self.input_length}) past valu
 
 ## License
 
-Apache-2.0.
+{_license_markdown(self.trained_on)}
 """
 
 
@@ -548,11 +574,72 @@ def _check_validation(validation: Any) -> dict[str, dict[str, float]]:
     return validation
 
 
+_CARD_TAGS = ("weightcast", "weight-prediction", "weight-nowcasting", "pytorch_model_hub_mixin")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+_LICENSES = (("apache", "apache-2.0"), ("mit", "mit"), ("bsd-3", "bsd-3-clause"), ("bsd", "bsd-2-clause"),
+             ("cc-by-4.0", "cc-by-4.0"), ("gpl-3", "gpl-3.0"))  # fmt: skip
+
+
+def _license_id(trained_on: Mapping[str, Any]) -> str:
+    """The card's license: Apache-2.0 (weightcast's) unless `trained_on.license` states another (an
+    imported peer's): its Hub license id, or "unknown" when it names none."""
+    stated = trained_on.get("license")
+    if not stated:
+        return "apache-2.0"
+    text = str(stated).lower()
+    return next((hub for key, hub in _LICENSES if text.startswith(key)), "unknown")
+
+
+def _license_markdown(trained_on: Mapping[str, Any]) -> str:
+    stated = trained_on.get("license")
+    if not stated:
+        return "Apache-2.0."
+    source = trained_on.get("source")
+    return f"{stated}" + (f" (weights from {source})." if source else ".")
+
+
+def _hub_model_id(source: Any) -> str | None:
+    """`source` as a Hub model id (base_model) when it is one: "org/name" or a huggingface.co URL."""
+    if not isinstance(source, str):
+        return None
+    for prefix in ("https://huggingface.co/", "hf://"):
+        if source.startswith(prefix):
+            source = source[len(prefix):]
+            break
+    else:
+        if "://" in source:  # a GitHub URL or another site: not a Hub model
+            return None
+    parts = source.strip("/").split("/")
+    return "/".join(parts[:2]) if len(parts) >= 2 and all(parts[:2]) else None
+
+
+def _how_made_markdown(trained_on: Mapping[str, Any], commands: list[str]) -> str:
+    """The resolved configs embedded (collect, then train-predictor) with the commands that replay
+    them; the recorded commands alone when no config was embedded (imported peers, old bundles)."""
+    configs = {k: v for k, v in (trained_on.get("configs") or {}).items() if v}
+    if not configs:
+        return "```bash\n" + ("\n".join(commands) or "# not recorded") + "\n```"
+    import yaml
+
+    parts = ["Save each config below under its file name and run:", "", "```bash"]
+    parts += [f"weightcast {stage.replace('_', '-')} --config {stage}.yaml" for stage in configs]
+    parts.append("```")
+    for stage, config in configs.items():
+        text = yaml.safe_dump(config, sort_keys=False).rstrip()
+        parts += ["", f"`{stage}.yaml`:", "", "```yaml", text, "```"]
+    return "\n".join(parts)
+
+
 def _trained_on_markdown(trained_on: Mapping[str, Any]) -> str:
     if not trained_on:
         return "Not recorded."
     known = [k for k in _TRAINED_ON_KEYS if k in trained_on]
-    ordered = known + sorted(set(trained_on) - set(known))
+    ordered = [k for k in known + sorted(set(trained_on) - set(known)) if k != "configs"]  # configs: below
     lines = []
     for key in ordered:
         value = trained_on[key]

@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
-from weightcast.zoo.config import ConfigError
+from weightcast.zoo.config import ConfigError, config_to_dict
 from weightcast.zoo.layer_types import LAYER_TYPES
 from weightcast.zoo.rundir import prepare_run_dir, write_json_atomic
 from weightcast.zoo.tracking import make_tracker
@@ -276,7 +277,16 @@ class _Run:
             "runs": len(runs),
             "population_hash": self.source.index["population_hash"],
             "validation": f"{len(self.val_ids)} runs held out by {self.config.val_by}; errors are MAE",
+            # the resolved configs that made it, embedded for the model card (no local path to follow)
+            "configs": {"collect": self._collect_config(), "train_predictor": config_to_dict(self.config)},
         }
+
+    def _collect_config(self) -> dict[str, Any] | None:
+        """The collection's resolved config (its folder's config.yaml); None for a URL."""
+        path = Path(self.config.collection) / "config.yaml"
+        if not path.is_file():
+            return None
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
     def _layer_types(self) -> list[str]:
         present = [t for t in LAYER_TYPES if self.source.index["layer_types"].get(t, {}).get("trajectories")]

@@ -59,6 +59,49 @@ def assert_same_weights(state: dict, module: torch.nn.Module) -> None:
         assert state[name].dtype == tensor.dtype and torch.equal(state[name], tensor), name
 
 
+def test_model_card_metadata_and_embedded_configs():
+    configs = {"collect": {"name": "zoo-a", "epochs": 3}, "train_predictor": {"collection": "runs/zoo-a"}}
+    trained_on = {"collection": "zoo-a", "tasks": ["mnist1d"], "configs": configs}
+    validation = {"linear": {"wnn": 0.125, "no-jump": 0.5}, "bias": {"wnn": 0.25, "no-jump": 0.5}}
+    bundle = random_bundle("wnn", 0, trained_on=trained_on, validation=validation,
+                           commands=["weightcast train-predictor --config /home/me/runs/x/config.yaml"])
+    card = bundle.generate_model_card("org/wnn")
+    meta = card.data.to_dict()
+    assert meta["pipeline_tag"] == "time-series-forecasting" and meta["license"] == "apache-2.0"
+    assert {"weightcast", "weight-prediction", "wnn"} <= set(meta["tags"]) and meta["datasets"] == ["zoo-a"]
+    (index,) = meta["model-index"]
+    metrics = {m["name"]: m["value"] for r in index["results"] for m in r["metrics"]}
+    assert index["name"] == "org/wnn" and metrics == {
+        f"MAE (linear, horizon {bundle.horizon})": 0.125, f"MAE (bias, horizon {bundle.horizon})": 0.25
+    }  # the bundle's own column of the validation table
+    text = str(card)
+    assert "/home/me/runs" not in text  # the configs are embedded, no local path to follow
+    assert "weightcast collect --config collect.yaml" in text and "epochs: 3" in text
+    assert "collection: runs/zoo-a" in text
+    assert "configs" not in text.split("## Training data")[1].split("##")[0]  # not listed as data
+    for horizon, said in ((1, "1 step after"), (2, "2 steps after")):  # not "1 steps"
+        predictor = build_predictor("wnn", input_length=3, horizon=horizon)
+        one = PredictorBundle.from_predictors({"linear": predictor})
+        assert said in str(one.generate_model_card()).replace("\n", " ")
+
+
+@pytest.mark.parametrize(
+    "stated, source, license, base_model",
+    [
+        ("MIT (Samsung Electronics Co., Ltd.)", "https://github.com/SamsungSAILMontreal/nino", "mit", None),
+        ("the source repository states none; ask", "https://github.com/jjh6297/WNN", "unknown", None),
+        ("Apache-2.0", "https://huggingface.co/org/peer", "apache-2.0", "org/peer"),
+    ],
+)
+def test_imported_peer_cards_take_license_and_base_model_from_trained_on(stated, source, license, base_model):
+    trained_on = {"collection": "a peer's released weights", "source": source, "license": stated}
+    card = random_bundle("wnn", 0, trained_on=trained_on).generate_model_card()
+    meta = card.data.to_dict()
+    assert meta["license"] == license and meta.get("base_model") == base_model
+    assert "datasets" not in meta  # an imported peer's collection is a description, not a dataset
+    assert stated in str(card).split("## License")[1]
+
+
 @pytest.mark.parametrize("kind", PREDICTORS.names())
 def test_save_and_load_every_kind_bit_identical(kind, tmp_path):
     errors = {"no-jump": 0.05, "linear-fit": 0.03, kind: 0.0125}  # a baseline kind overrides its entry

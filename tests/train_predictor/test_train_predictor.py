@@ -234,6 +234,8 @@ def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys
     bundles = [a for a in run.artifacts if a["type"] == "predictor-bundle"]
     assert [a["name"] for a in bundles] == ["bundle-run-wnn", "bundle-run-lfd2"]
     assert [a["metadata"]["kind"] for a in bundles] == ["wnn", "lfd2"]
+    card = (out / "wnn" / "README.md").read_text()  # both stages' configs embedded in the card
+    assert "weightcast collect --config collect.yaml" in card and "population:" in card and "steps: 30" in card
     printed = capsys.readouterr().out
     assert "wnn          linear" in printed and "no-jump" in printed
     report = json.loads((out / "validation.json").read_text())
