@@ -15,6 +15,10 @@ reuses what is finished. Overrides go to one stage by prefix:
     weightcast quickstart --out runs/quickstart collect.population.0.seed=[0] \
         train_predictor.steps=30 eval.speedup.seeds=[0]
 
+`--tracking wandb` tracks every stage on wandb (`tracking.name=wandb` for each; `WANDB_MODE=offline`
+works without an account), all in one wandb group, `quickstart` (`<stage>.tracking.group=...`
+changes a stage's): the lineage graph then runs collection -> bundles -> evaluation.
+
 The eval config's bundles that live in the train-predictor debug config's out_dir, and its forecast
 collection, are moved to this run's own folders.
 """
@@ -56,12 +60,16 @@ def quickstart(
     configs_dir: str | Path = CONFIGS_DIR,
     overrides: Sequence[str] = (),
     echo: Callable[[str], None] = print,
+    tracking: str = "none",
 ) -> QuickstartResult:
     """Run the debug pipeline into `out_dir` (see the module docstring). `overrides` are
-    `<stage>.key=value` with a stage of `STAGES`."""
+    `<stage>.key=value` with a stage of `STAGES`; `tracking` is every stage's `tracking.name`."""
     out = Path(out_dir)
+    # One wandb group for the whole pipeline; the stage's own overrides come after, so they win.
+    keys = (f"tracking.name={tracking}", "tracking.group=quickstart")
+    shared = [f"{stage}.{key}" for stage in STAGES for key in keys]
     # Every config is loaded before anything runs, so that a bad override fails first.
-    configs = _load_configs(_debug_config_paths(Path(configs_dir)), out, _route(overrides))
+    configs = _load_configs(_debug_config_paths(Path(configs_dir)), out, _route([*shared, *overrides]))
     runs: dict[str, Callable[[], object]] = {
         "collect": lambda: run_collection(configs["collect"], progress=False, echo=echo),
         "heldout": lambda: run_collection(configs["heldout"], progress=False, echo=echo),
@@ -141,7 +149,7 @@ def _route(overrides: Sequence[str]) -> dict[str, list[str]]:
 
 def _quickstart(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    result = quickstart(args.out, configs_dir=args.configs, overrides=args.overrides)
+    result = quickstart(args.out, configs_dir=args.configs, overrides=args.overrides, tracking=args.tracking)
     stages = ", ".join(f"{name} {s:.0f} s" for name, s in result.seconds.items())
     if result.eval.summary is not None:
         print(speedup_table(result.eval.summary))
@@ -155,6 +163,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--out", default="runs/quickstart", help="folder for everything (default: runs/quickstart)"
     )
     parser.add_argument("--configs", default=str(CONFIGS_DIR), help="folder of the stages' debug configs")
+    parser.add_argument(
+        "--tracking", default="none", choices=["none", "wandb"],
+        help="track every stage (tracking.name) in one wandb group, quickstart (default: none)",
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="stage.key=value",
         help=f"config overrides of one stage ({', '.join(STAGES)})",

@@ -54,6 +54,8 @@ from weightcast.zoo.config import ConfigError
 from weightcast.zoo.registry import UnknownNameError
 from weightcast.zoo.tasks import TASKS
 
+from ..wandb_records import offline_runs
+
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = ROOT / "configs" / "eval" / "debug.yaml"
 COLLECT_DEBUG = ROOT / "configs" / "collect" / "debug.yaml"
@@ -536,7 +538,7 @@ def test_unknown_task_and_cli_errors(inputs, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quickstart_end_to_end_reduced(tmp_path):
+def test_quickstart_end_to_end_reduced(tmp_path, monkeypatch):
     population = (
         f"population=[{{arch: [mlp], arch_kwargs: [{TINY_MLP}], task: [mnist1d], optimizer: [adam, sgd], "
         "lr: [0.003], epochs: [3], seed: [0]}]"
@@ -551,8 +553,18 @@ def test_quickstart_end_to_end_reduced(tmp_path):
         "train_predictor.val_fraction=0.5",
         "eval.speedup.seeds=[0]", f"eval.{WINE}.epochs=4", f"eval.{DIGITS}.epochs=4",
     ]
-    result = quickstart(tmp_path / "qs", overrides=overrides, echo=lambda line: None)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # tracked: real offline wandb runs, no network
+    result = quickstart(tmp_path / "qs", overrides=overrides, echo=lambda line: None, tracking="wandb")
     assert set(result.seconds) == {"collect", "heldout", "train_predictor", "eval"}
+    # one wandb group across the stages, and the lineage zoo -> bundles -> evaluation
+    runs = offline_runs(tmp_path / "qs")
+    assert {r.group for r in runs} == {"quickstart"}
+    assert {"collect", "train-predictor", "eval"} == {r.job_type for r in runs}
+    logged = {(a["name"], a["digest"]) for r in runs for a in r.artifacts if not a["used"]}
+    used = {r.job_type: {(a["name"], a["digest"]) for a in r.artifacts if a["used"]} for r in runs}
+    assert {n for n, _ in used["train-predictor"]} == {"collection-quickstart-zoo"}
+    assert used["train-predictor"] <= logged and used["eval"] <= logged  # the same artifact versions
+    assert {n for n, _ in used["eval"]} == {"bundle-train_predictor-wnn", "bundle-train_predictor-lfd2"}
     assert Collection(tmp_path / "qs" / "collect" / "zoo").index["totals"]["runs"] == 2
     report = result.eval.report
     assert report == tmp_path / "qs" / "eval" / REPORT_FILE and report.is_file()
