@@ -23,7 +23,9 @@ Hooks see each member as a run: a per-member `TrainState` whose `model` is the m
 `nn.Module`, its parameters and buffers aliasing the member's slice of the stacked tensors (a hook
 that writes weights in place, as the recorder reads them and the nowcaster writes them, sees and
 changes the member), and whose `optimizer` is a `torch.optim` instance of the member's settings whose
-state tensors alias the stacked state. A member whose loss turns non-finite is recorded as diverged at
+state tensors alias the stacked state. Hooks must write in place (`copy_`, `mul_`, `zero_`): a
+rebound `param.data` or a replaced state dict would detach the view from the group. The view's lr
+is brought up to date before each hook call; setting it has no effect (the schedule owns the lr). A member whose loss turns non-finite is recorded as diverged at
 the end of that epoch and leaves the group, as does one whose epochs are done or whose hook set `stop`;
 the others go on.
 """
