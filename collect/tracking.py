@@ -36,8 +36,8 @@ class WorkerTracker:
 
     def __init__(self, config: Any, worker_name: str):
         self.tracker = make_tracker(
-            config.tracking, job_type="collect", name=worker_name, group=config.name, out_dir=config.out_dir,
-            config=config,
+            config.tracking, job_type="collect", name=f"{config.name}-{worker_name}", group=config.name,
+            out_dir=config.out_dir, config=config,
         )
         self.rows: list[list[Any]] = []
 

@@ -34,6 +34,8 @@ import torch
 from huggingface_hub import constants as hub_constants
 
 from weightcast.collect import Collection, CollectError
+from weightcast.collect.schema import INDEX_NAME
+from weightcast.collect.tracking import collection_artifact
 from weightcast.eval.config import (
     BundleUnavailable,
     EvalConfig,
@@ -104,7 +106,7 @@ def _run(config: EvalConfig, echo: Callable[[str], None]) -> EvalResult:
         echo(f"note: {note}")
 
     out = prepare_run_dir(config.out_dir, config)
-    tracker = _start_tracking(config, out, bundles)  # before any work: a missing wandb login stops here
+    tracker = _start_tracking(config, out, bundles, collection)  # before any work: a missing login stops here
     try:
         return _work(config, echo, bundles, unavailable, notes, collection, out, tracker)
     finally:
@@ -160,8 +162,11 @@ def _distinct(config: EvalConfig, bundles: dict[str, PredictorBundle]) -> dict[s
     return {(b.kind if kinds.count(b.kind) == 1 else name): b for name, b in by_source.values()}
 
 
-def _start_tracking(config: EvalConfig, out: Path, bundles: dict[str, PredictorBundle]) -> Tracker:
-    """The eval run's tracker, with the bundles as input Artifacts and their commits in its config."""
+def _start_tracking(
+    config: EvalConfig, out: Path, bundles: dict[str, PredictorBundle], collection: Collection | None
+) -> Tracker:
+    """The eval run's tracker, with the bundles (and the forecast collection's index) as input
+    Artifacts and the bundles' commits in its config."""
     trained_on = [str(b.trained_on.get("collection") or "none") for b in bundles.values()]
     group = next((c for c in trained_on if not c.startswith("none")), None)  # rule-based: "none (...)"
     tracker = make_tracker(
@@ -174,13 +179,18 @@ def _start_tracking(config: EvalConfig, out: Path, bundles: dict[str, PredictorB
             for name, bundle in bundles.items()
         }
     })  # fmt: skip
+    used = set()
     for name, bundle in bundles.items():
         source = config.methods[name].bundle
-        if source is None:  # rule-based: built here, nothing to trace
+        if source is None or source in used:  # rule-based: built here, nothing to trace
             continue
+        used.add(source)
         where = _bundle_location(source, bundle)
         metadata = {"method": name, "kind": bundle.kind, "source": source, "commit": bundle.revision}
         tracker.use_artifact(bundle_artifact(source), "predictor-bundle", where, metadata=metadata)
+    index = Path(config.forecast.collection or "") / INDEX_NAME
+    if collection is not None and index.is_file():  # the held-out runs of the forecast error
+        tracker.use_artifact(collection_artifact(collection.name), "collection", index)
     return tracker
 
 

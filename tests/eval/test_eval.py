@@ -564,7 +564,9 @@ def test_quickstart_end_to_end_reduced(tmp_path, monkeypatch):
     used = {r.job_type: {(a["name"], a["digest"]) for a in r.artifacts if a["used"]} for r in runs}
     assert {n for n, _ in used["train-predictor"]} == {"collection-quickstart-zoo"}
     assert used["train-predictor"] <= logged and used["eval"] <= logged  # the same artifact versions
-    assert {n for n, _ in used["eval"]} == {"bundle-train_predictor-wnn", "bundle-train_predictor-lfd2"}
+    assert sorted(n for n, _ in used["eval"]) == [  # each bundle once, and the held-out collection
+        "bundle-train_predictor-lfd2", "bundle-train_predictor-wnn", "collection-quickstart-heldout"
+    ]
     assert Collection(tmp_path / "qs" / "collect" / "zoo").index["totals"]["runs"] == 2
     report = result.eval.report
     assert report == tmp_path / "qs" / "eval" / REPORT_FILE and report.is_file()
