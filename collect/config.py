@@ -100,6 +100,8 @@ class EngineConfig:
     address: Optional[str] = None  # ray: "auto" joins a running cluster; None starts a local instance
     num_cpus: float = 1.0  # ray: CPUs reserved per worker actor
     num_gpus: float = 0.0  # ray: GPU fraction per worker actor (0.25: four concurrent runs per GPU)
+    # ray: seconds a worker actor may wait to be scheduled (cluster busy or short of a resource)
+    schedule_timeout_s: float = 300.0
     # Runs that can share a batch train together, up to this many (collect.batched; zoo-cpu-10x uses
     # 32); 1: every run alone, bit for bit as `zoo.train.train` (a batched run equals it to float32
     # rounding); 0: 16 on a CPU, as many as memory holds on a GPU.

@@ -180,6 +180,7 @@ def run_ray(
         ray.init(address=config.engine.address, log_to_driver=False)
     engine = config.engine
     resources = ray.cluster_resources()
+    _check_ray_resources(engine, [n["Resources"] for n in ray.nodes() if n.get("Alive")], resources)
     workers = engine.workers or max(1, int(resources.get("CPU", 1) // max(engine.num_cpus, 1e-6)))
     if engine.num_gpus > 0:
         workers = min(workers, max(1, int(resources.get("GPU", 0) / engine.num_gpus)))
@@ -188,6 +189,7 @@ def run_ray(
     actor_class = ray.remote(num_cpus=engine.num_cpus, num_gpus=engine.num_gpus)(_RayWorker)
     cfg = config_to_dict(config)
     actors = [actor_class.remote(str(root), cfg, _session(prefix, i), threads) for i in range(workers)]
+    actors = _scheduled(ray, actors, engine, resources)
     pool = ActorPool(actors)
     try:
         jobs = [[asdict(s) for s in group] for group in plan_groups(specs, engine.group_size, config.device)]
@@ -209,12 +211,60 @@ def run_ray(
         ray.kill(actor)
 
 
+def _check_ray_resources(engine: Any, nodes: list[dict[str, float]], total: dict[str, float]) -> None:
+    """Refuse, before any actor is asked for, a worker that no node of the cluster can hold (Ray
+    would keep it pending forever, its "infeasible" warning hidden by log_to_driver=False)."""
+    asked = {"CPU": engine.num_cpus, "GPU": engine.num_gpus}
+    for name, amount in asked.items():
+        if amount > 0 and not any(node.get(name, 0) >= amount for node in nodes):
+            have = ", ".join(f"{k}={v:g}" for k, v in sorted(total.items()) if k in ("CPU", "GPU")) or "none"
+            fix = (
+                "set engine.num_gpus=0 to train on CPUs, or start the cluster on machines with GPUs "
+                "(ray start ... --num-gpus=N)"
+                if name == "GPU"
+                else "lower engine.num_cpus, or add larger nodes"
+            )
+            raise CollectError(
+                f"engine.num_{name.lower()}s={amount:g}: no node of the Ray cluster at "
+                f"{engine.address or 'a local instance'} has {amount:g} {name} (cluster: {have}); {fix}"
+            )
+
+
+def _scheduled(ray: Any, actors: list[Any], engine: Any, resources: dict[str, float]) -> list[Any]:
+    """The actors that Ray has started within `engine.schedule_timeout_s`; the others are killed.
+    None started: CollectError saying what each asks for and what the cluster has."""
+    refs = [actor.ready.remote() for actor in actors]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=engine.schedule_timeout_s)
+    started = [actor for actor, ref in zip(actors, refs) if ref in ready]
+    for actor, ref in zip(actors, refs):
+        if ref not in ready:
+            ray.kill(actor)
+    if not started:
+        raise CollectError(
+            f"no Ray worker was scheduled within engine.schedule_timeout_s={engine.schedule_timeout_s:g} s: "
+            f"each asks for {engine.num_cpus:g} CPU and {engine.num_gpus:g} GPU, the cluster has "
+            f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU, all busy or held by other "
+            "jobs (see `ray status`); free them, lower engine.num_cpus/num_gpus, or raise the timeout"
+        )
+    if len(started) < len(actors):
+        print(
+            f"note: {len(actors) - len(started)} of {len(actors)} Ray workers were not scheduled within "
+            f"{engine.schedule_timeout_s:g} s; collecting with {len(started)}",
+            file=sys.stderr,
+        )
+    return started
+
+
 class _RayWorker:
     """A `Worker` living in a Ray actor process."""
 
     def __init__(self, root: str, config: dict[str, Any], session: str, threads: int):
         torch.set_num_threads(threads)
         self.worker = Worker(root, _config_from_dict(config), session)
+
+    def ready(self) -> bool:
+        """Answers once the actor is scheduled and its worker built."""
+        return True
 
     def run(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.worker.run(RunSpec(**spec))
