@@ -403,8 +403,9 @@ def _num(value: float) -> str:
 
 
 def _sig(value: float) -> str:
-    """An error whose scale varies (MSE, MAE of weights): 4 significant digits."""
-    return f"{value:.4g}" if math.isfinite(value) else str(value)
+    """An error whose scale varies (MSE, MAE of weights): 4 significant digits, always in the same
+    form (1.054e-03), so a column has one precision (`.4g` wrote 0.0004903 beside 0.00521)."""
+    return f"{value:.3e}" if math.isfinite(value) else str(value)
 
 
 def _units(value: float, unit: str) -> str:

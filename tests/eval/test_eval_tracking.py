@@ -108,3 +108,17 @@ def test_a_tracker_failing_after_the_work_started_loses_nothing(config_file, tmp
     assert code == 0 and "| method" in captured.out and "report:" in captured.out
     assert captured.err.count("warning: wandb tracking failed") == 1 and "wandb went away" in captured.err
     assert (out / "report.md").is_file() and len((out / RESULTS_FILE).read_text().splitlines()) == 3
+
+
+def test_forecast_error_columns_have_one_precision():
+    from weightcast.eval.forecast import ForecastResult, ForecastRow
+    from weightcast.eval.report import forecast_tables
+
+    rows = [
+        ForecastRow("no-jump", "no-jump", "linear", 2, 1, 20, 100, 0.0004903, 0.01714, 1.0, 0.0, 1.0),
+        ForecastRow("wnn", "wnn", "linear", 2, 1, 20, 100, 0.00521, 0.0119, 0.9, 0.5, 0.69428),
+    ]
+    table = forecast_tables(ForecastResult("c", "p", 1, ["wine"], {"linear": 5}, rows)).splitlines()
+    cells = [line.split(" | ") for line in table if line.startswith("| no-jump") or line.startswith("| wnn")]
+    assert [c[5:7] for c in cells] == [["4.903e-04", "1.714e-02"], ["5.210e-03", "1.190e-02"]]
+    assert [c[7] for c in cells] == ["1.0000", "0.6943"]  # ratios: 4 decimals
