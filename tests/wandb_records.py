@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +25,8 @@ def read_records(path: str | Path) -> Iterator[Any]:
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        if pos + HEADER + length > len(data):  # a record still being written
+            break
         chunk = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind == 0 and length == 0:
@@ -57,12 +60,24 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def _complete_records(path: Path, timeout: float = 60.0) -> list[Any]:
+    """The records of a finished run's file. wandb's service may still be writing the file when
+    `run.finish()` returns (a loaded machine shows it), so read again until its `exit` record is
+    there (at most `timeout` seconds; then what is there)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(read_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def offline_runs(root: str | Path) -> list[OfflineRun]:
     """Every offline run under `root` (any depth), ordered by folder name (start time)."""
     runs = []
     for path in sorted(Path(root).rglob("offline-run-*/run-*.wandb"), key=lambda p: p.parent.name):
         run = OfflineRun(path.parent)
-        for record in read_records(path):
+        for record in _complete_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 r = record.run
