@@ -14,9 +14,11 @@ from typing import Any, Iterator
 BLOCK, HEADER = 32 * 1024, 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
+
 def read_records(path: str | Path) -> Iterator[Any]:
     """The protobuf Records of one .wandb file, in order."""
     from wandb.proto import wandb_internal_pb2 as pb
+
     data = Path(path).read_bytes()
     pos, pending = 7, b""  # file header: ":W&B", version (2 bytes), magic (1 byte)
     while pos + HEADER <= len(data):

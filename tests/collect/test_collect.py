@@ -330,6 +330,19 @@ def test_half_precision_step_snapshots_and_tracking(tmp_path, monkeypatch):
     assert len(result.finished) == 4
 
 
+def test_missing_wandb_login_stops_collect_before_any_run(tmp_path, monkeypatch, capsys):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "mlp-only.yaml"
+    path.write_text(MLP_ONLY)
+    code = run_command(COMMAND, ["--config", str(path), f"out_dir={tmp_path / 'c'}", "tracking.name=wandb"])
+    err = capsys.readouterr().err
+    assert code == USER_ERROR_EXIT_CODE and "wandb login" in err and "WANDB_MODE=offline" in err
+    assert not (tmp_path / "c").exists()  # checked before the folder or any run
+
+
 def test_failed_run_stops_the_collection_and_resumes(tmp_path, monkeypatch):
     config = _mlp_config(tmp_path)
     calls = []
