@@ -206,8 +206,14 @@ class WandbTracker(Tracker):
         artifact = self._wandb.Artifact(artifact_name(name), type=type, metadata=dict(metadata or {}))
         if isinstance(path, str) and "://" in path:  # a URL (a Hub commit): referenced as is
             artifact.add_reference(path, name=name, checksum=False)
-        else:
-            artifact.add_reference(Path(path).resolve().as_uri(), name=Path(path).name)
+            return artifact
+        root = Path(path).resolve()
+        # a folder file by file: the same entries and digest as a folder reference, without wandb
+        # printing "Generating checksum..." into a progress bar
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for file in files:
+            entry = root.name if file == root else f"{root.name}/{file.relative_to(root).as_posix()}"
+            artifact.add_reference(file.as_uri(), name=entry)
         return artifact
 
     def log_artifact(

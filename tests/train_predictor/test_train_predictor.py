@@ -227,6 +227,8 @@ def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys
     )
     monkeypatch.setenv("WANDB_MODE", "offline")  # real wandb, files under out/wandb, no network
     assert run_command(COMMAND, ["--config", str(DEBUG), *overrides]) == 0
+    captured = capsys.readouterr()
+    assert "wandb" not in captured.err  # silent: nothing printed into the progress bars
     (run,) = offline_runs(out / "wandb")  # lineage: the collection in, one artifact per bundle out
     assert (run.job_type, run.group) == ("train-predictor", "tiny")  # group: the collection's name
     used = [(a["name"], a["used"]) for a in run.artifacts if a["type"] == "collection"]
@@ -236,7 +238,7 @@ def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys
     assert [a["metadata"]["kind"] for a in bundles] == ["wnn", "lfd2"]
     card = (out / "wnn" / "README.md").read_text()  # both stages' configs embedded in the card
     assert "weightcast collect --config collect.yaml" in card and "population:" in card and "steps: 30" in card
-    printed = capsys.readouterr().out
+    printed = captured.out
     assert "wnn          linear" in printed and "no-jump" in printed
     report = json.loads((out / "validation.json").read_text())
     config = load_train_predictor_config(DEBUG, overrides)
