@@ -105,31 +105,41 @@ def fit(
 
 
 def evaluate(
-    predictor: Predictor, windows: Windows, *, horizons: Sequence[int] | None = None, batch_size: int = 65536
+    predictor: Predictor,
+    windows: Windows,
+    *,
+    horizons: Sequence[int] | None = None,
+    horizon: int | None = None,
+    batch_size: int = 65536,
 ) -> dict[str, float]:
-    """Errors of `predictor` on `windows`, in raw weight units, of the prediction at its main
-    horizon (`predictor.horizon`): `mae`, `mse`; plus `loss` (its training objective) when it is
-    trainable. `horizons` are those of the windows' target columns (default: the predictor's own;
-    a baseline scored on another predictor's windows must pass them). Computed on the
-    predictor's device, accumulated in float64."""
+    """Errors of `predictor` on `windows`, in raw weight units, of the prediction at `horizon`
+    (default: its main horizon `predictor.horizon`): `mae`, `mse`; plus `loss` (its training
+    objective) when it is trainable and the windows' horizons are its own. `horizons` are those of
+    the windows' target columns (default: the predictor's own; a baseline scored on another
+    predictor's windows must pass them). Computed on the predictor's device, accumulated in float64.
+    A per-tensor predictor (NiNo) standardizes each batch of `batch_size` windows as one tensor."""
     if not len(windows):
         raise ValueError("no windows to evaluate on")
     horizons = tuple(predictor.horizons if horizons is None else horizons)
-    column = horizons.index(predictor.horizon)  # the target column of the main horizon
+    horizon = predictor.horizon if horizon is None else horizon
+    if horizon not in horizons:
+        raise ValueError(f"horizon {horizon} is not one of the windows' target horizons {horizons}")
+    column = horizons.index(horizon)  # the target column of the scored horizon
+    with_loss = predictor.trainable and horizons == tuple(predictor.horizons)
     param = next(predictor.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     abs_sum = sq_sum = loss_sum = 0.0
     with torch.no_grad():
         for inputs, targets in zip(windows.inputs.split(batch_size), windows.targets.split(batch_size)):
             inputs, targets = inputs.to(device), targets.to(device)
-            error = predictor.predict(inputs).double() - targets[:, column].double()  # (n,)
+            error = predictor.predict(inputs, horizon).double() - targets[:, column].double()  # (n,)
             abs_sum += error.abs().sum().item()
             sq_sum += error.square().sum().item()
-            if predictor.trainable:
+            if with_loss:
                 loss_sum += predictor.loss(inputs, targets).item() * len(inputs)
     count = len(windows)
     metrics = {"mae": abs_sum / count, "mse": sq_sum / count}
-    if predictor.trainable:
+    if with_loss:
         metrics = {"loss": loss_sum / count, **metrics}
     return metrics
 

@@ -48,7 +48,15 @@ from weightcast.train_predictor.data import (
 from weightcast.train_predictor.fit import FitResult, FitSettings, NoTrainingData, evaluate, fit
 from weightcast.train_predictor.predictors import Predictor, build_predictor
 
-__all__ = ["TrainResult", "BASELINES", "train_predictors", "validation_table"]
+__all__ = [
+    "TrainResult",
+    "BASELINES",
+    "train_predictors",
+    "validation_table",
+    "held_out_runs",
+    "layer_types_to_fit",
+    "validation_set",
+]
 
 BASELINES = ("no-jump", "linear-fit")  # evaluated on every validation set, beside the fitted kind
 VALIDATION_FILE = "validation.json"
@@ -100,6 +108,59 @@ def validation_table(result: TrainResult) -> str:
     return "\n".join(lines)
 
 
+def held_out_runs(
+    config: TrainPredictorConfig, source: CollectionSource
+) -> tuple[list[dict[str, Any]], set[str], set[str]]:
+    """The run records `config` selects from `source` (split, statuses) and their (training,
+    validation) run IDs: whole runs held out by `config.val_by`, drawn with `config.seed`."""
+    runs = select_runs(source, split=config.split, statuses=config.statuses)
+    train_ids, val_ids = split_runs(
+        runs, by=config.val_by, fraction=config.val_fraction, holdout=config.val_holdout, seed=config.seed
+    )
+    return runs, train_ids, val_ids
+
+
+def layer_types_to_fit(config: TrainPredictorConfig, source: CollectionSource) -> list[str]:
+    """`config.layer_types` (all those with histories in `source` when empty), in `LAYER_TYPES` order."""
+    present = [t for t in LAYER_TYPES if source.index["layer_types"].get(t, {}).get("trajectories")]
+    if not config.layer_types:
+        return present
+    absent = [t for t in config.layer_types if t not in present]
+    if absent:
+        raise ConfigError(
+            f"layer type(s) {absent} have no histories in collection {source.name!r}; "
+            f"it has {', '.join(present)} (leave layer_types empty to fit all of them)"
+        )
+    return [t for t in LAYER_TYPES if t in config.layer_types]
+
+
+def validation_set(
+    config: TrainPredictorConfig,
+    source: CollectionSource,
+    layer_type: str,
+    val_ids: set[str],
+    spec: WindowSpec,
+) -> tuple[Windows, dict[str, dict[str, float]]]:
+    """The fixed held-out windows of one layer type and geometry, cut as `config` says
+    (`val_windows_per_history`, `max_val_windows`, `seed`), and the errors of `BASELINES` on them
+    at the main horizon `max(spec.horizons)` (none when there is no window)."""
+    windows = validation_windows(
+        source, layer_type, val_ids, spec,
+        windows_per_history=config.val_windows_per_history, max_windows=config.max_val_windows,
+        seed=config.seed,
+    )
+    baselines = {}
+    if len(windows):
+        horizon = max(spec.horizons)
+        for name in BASELINES:
+            try:
+                baseline = build_predictor(name, input_length=spec.input_length, horizon=horizon)
+            except ConfigError:  # linear-fit needs two inputs
+                continue
+            baselines[name] = evaluate(baseline, windows, horizons=spec.horizons)
+    return windows, baselines
+
+
 class _Run:
     """One invocation: the collection, the held-out runs, and the loop over kinds and layer types."""
 
@@ -111,12 +172,9 @@ class _Run:
         self.out = Path(config.out_dir)
         self.command = command or f"weightcast train-predictor --config {self.out / 'config.yaml'}"
         self.source: CollectionSource = open_collection(config.collection)
-        runs = select_runs(self.source, split=config.split, statuses=config.statuses)
-        self.train_ids, self.val_ids = split_runs(
-            runs, by=config.val_by, fraction=config.val_fraction, holdout=config.val_holdout, seed=config.seed
-        )
+        runs, self.train_ids, self.val_ids = held_out_runs(config, self.source)
         self.train_runs = [r for r in runs if r["run_id"] in self.train_ids]
-        self.layer_types = self._layer_types()
+        self.layer_types = layer_types_to_fit(config, self.source)
         # Built now, so that bad predictor_kwargs fail before any data is read.
         self.templates = {k: build_predictor(k, **config.kwargs_for(k)) for k in config.predictors}
         self.val_cache: dict[tuple[str, WindowSpec], tuple[Windows, dict[str, dict[str, float]]]] = {}
@@ -234,21 +292,7 @@ class _Run:
             return Windows.empty(spec), {}
         key = (layer_type, spec)
         if key not in self.val_cache:
-            windows = validation_windows(
-                self.source, layer_type, self.val_ids, spec,
-                windows_per_history=self.config.val_windows_per_history,
-                max_windows=self.config.max_val_windows, seed=self.config.seed,
-            )
-            baselines = {}
-            if len(windows):
-                horizon = max(spec.horizons)
-                for name in BASELINES:
-                    try:
-                        baseline = build_predictor(name, input_length=spec.input_length, horizon=horizon)
-                    except ConfigError:  # linear-fit needs two inputs
-                        continue
-                    baselines[name] = evaluate(baseline, windows, horizons=spec.horizons)
-            self.val_cache[key] = (windows, baselines)
+            self.val_cache[key] = validation_set(self.config, self.source, layer_type, self.val_ids, spec)
         return self.val_cache[key]
 
     def _export(self, kind: str, fitted: dict[str, Predictor], result: TrainResult) -> Path:
@@ -288,17 +332,6 @@ class _Run:
             return None
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
-    def _layer_types(self) -> list[str]:
-        present = [t for t in LAYER_TYPES if self.source.index["layer_types"].get(t, {}).get("trajectories")]
-        if not self.config.layer_types:
-            return present
-        absent = [t for t in self.config.layer_types if t not in present]
-        if absent:
-            raise ConfigError(
-                f"layer type(s) {absent} have no histories in collection {self.source.name!r}; "
-                f"it has {', '.join(present)} (leave layer_types empty to fit all of them)"
-            )
-        return [t for t in LAYER_TYPES if t in self.config.layer_types]
 
 
 @dataclass
