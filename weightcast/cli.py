@@ -63,7 +63,7 @@ def run_command(command: Command, argv: Sequence[str] | None = None) -> int:
 
 def _commands() -> list[Command]:
     # pipeline order; commands added later come after, by name
-    order = ["quickstart", "zoo", "collect", "train-predictor", "publish", "eval"]
+    order = ["quickstart", "zoo", "collect", "train-predictor", "compare", "import", "publish", "eval"]
     found = [ep.load() for ep in entry_points(group="weightcast.commands")]
     return sorted(found, key=lambda c: (order.index(c.name) if c.name in order else len(order), c.name))
 
