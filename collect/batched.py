@@ -32,9 +32,7 @@ from weightcast.zoo.tasks import get_task
 from weightcast.zoo.train import TrainConfig, resolve_device
 
 from weightcast.collect.config import RunSpec, train_config
-from weightcast.collect.recorder import Recorder
-from weightcast.collect.schema import DTYPES
-from weightcast.collect.worker import Worker, _summary, run_record
+from weightcast.collect.worker import Worker
 
 __all__ = ["CPU_GROUP_SIZE", "CPU_MIN_GROUP", "plan_groups", "run_group", "batching_pays"]
 
@@ -57,7 +55,7 @@ def plan_groups(
     cap = group_size or (len(specs) if on_gpu else CPU_GROUP_SIZE)
     groups: dict[Any, list[RunSpec]] = {}
     for i, spec in enumerate(specs):
-        config = _config(spec, device)
+        config = train_config(spec, device)
         key: Any = ("alone", i)
         if not only_where_it_pays or batching_pays(config):
             try:
@@ -92,7 +90,7 @@ def run_group(worker: Worker, specs: list[RunSpec]) -> list[dict[str, Any]]:
     holds is trained in several parts."""
     if len(specs) == 1:
         return [worker.run(specs[0])]
-    first = _config(specs[0], worker.device)
+    first = worker.train_config(specs[0])
     size = fit_group_size(first, len(specs))
     summaries = []
     for begin in range(0, len(specs), size):
@@ -101,44 +99,20 @@ def run_group(worker: Worker, specs: list[RunSpec]) -> list[dict[str, Any]]:
 
 
 def _run_part(worker: Worker, specs: list[RunSpec]) -> list[dict[str, Any]]:
-    record_cfg = worker.config.record
-    configs = [_config(spec, worker.device) for spec in specs]
-    recorders = [
-        Recorder(worker.spool_dir / f"{worker.session}-{spec.run_id}.raw", DTYPES[record_cfg.dtype],
-                 record_cfg.every_steps)
-        for spec in specs
-    ]  # fmt: skip
-    summaries = []
-    start = time.perf_counter()
+    recorders = [worker.recorder(spec) for spec in specs]
     try:
         hooks = [[recorder, *worker.tracker.hooks(spec)] for spec, recorder in zip(specs, recorders)]
-        results = train_population(configs, hooks)
+        start = time.perf_counter()
+        results = train_population([worker.train_config(spec) for spec in specs], hooks)
         seconds = (time.perf_counter() - start) / len(specs)  # each member's share of the group's time
-        for spec, recorder, result in zip(specs, recorders, results):
-            try:  # a failure from here on leaves this run's samples half-written: drop the whole group
-                for info in recorder.params:
-                    worker._write(spec.run_id, recorder, info)
-            except BaseException:
-                worker.writer.abandon()
-                raise
-            record = run_record(spec, result.history, recorder, seconds, worker.device, record_cfg.dtype)
-            record["batched_with"] = len(specs)  # trained in a group of this many members
-            recorder.remove()
-            worker.writer.add_run(record)
-            worker.tracker.run_finished(record)
-            if worker.writer.due():
-                worker.writer.commit()
-            summaries.append(_summary(record))
+        # batched_with: the run was trained in a group of this many members
+        return [
+            worker.finish(spec, result.history, recorder, seconds, batched_with=len(specs))
+            for spec, recorder, result in zip(specs, recorders, results)
+        ]
     finally:
         for recorder in recorders:
             recorder.remove()
-    return summaries
-
-
-def _config(spec: RunSpec, device: str) -> TrainConfig:
-    config = train_config(spec)
-    config.device = device
-    return config
 
 
 _HAS_CONV: dict[tuple[str, str, str, str | None], bool] = {}

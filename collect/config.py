@@ -200,9 +200,12 @@ def run_id(train: TrainConfig, record: RecordConfig) -> str:
     return hashlib.sha1(_canonical_json(payload).encode()).hexdigest()[:12]
 
 
-def train_config(spec: RunSpec) -> TrainConfig:
-    """The TrainConfig of a run spec (validated again by the dataclasses, as after a trip through JSON)."""
+def train_config(spec: RunSpec, device: str | None = None) -> TrainConfig:
+    """The TrainConfig of a run spec (validated again by the dataclasses, as after a trip through JSON),
+    on `device` when given (specs leave the device out: the zoo default otherwise)."""
     train = dict(spec.train)
+    if device is not None:
+        train["device"] = device
     train["optimizer"] = OptimizerConfig(**train["optimizer"])
     train["schedule"] = ScheduleConfig(**train["schedule"])
     return TrainConfig(**train)

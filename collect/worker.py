@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from weightcast.zoo.tasks import TASKS
-from weightcast.zoo.train import History, train
+from weightcast.zoo.train import History, TrainConfig, train
 
 from weightcast.collect.config import CollectConfig, RunSpec, parse_size, train_config
 from weightcast.collect.folder import CollectionFolder
@@ -45,26 +45,36 @@ class Worker:
         """Train and record one run; returns its summary (run_id, status, final metric, seconds, ...).
 
         The run is complete once a later `commit` (automatic when the group is due) lists it."""
-        config = train_config(spec)
-        config.device = self.device
-        recorder = Recorder(
-            self.spool_dir / f"{self.session}-{spec.run_id}.raw",
-            DTYPES[self.config.record.dtype],
-            self.config.record.every_steps,
-        )
-        start = time.perf_counter()
+        recorder = self.recorder(spec)
         try:
-            result = train(config, hooks=[recorder, *self.tracker.hooks(spec)])
-            seconds = time.perf_counter() - start
-            try:  # a failure from here on leaves this run's samples half-written: drop the whole group
-                for info in recorder.params:
-                    self._write(spec.run_id, recorder, info)
-            except BaseException:
-                self.writer.abandon()
-                raise
+            start = time.perf_counter()
+            result = train(self.train_config(spec), hooks=[recorder, *self.tracker.hooks(spec)])
+            return self.finish(spec, result.history, recorder, time.perf_counter() - start)
         finally:
             recorder.remove()
-        record = run_record(spec, result.history, recorder, seconds, self.device, self.config.record.dtype)
+
+    def train_config(self, spec: RunSpec) -> TrainConfig:
+        """The zoo config that trains `spec` on this worker's device."""
+        return train_config(spec, self.device)
+
+    def recorder(self, spec: RunSpec) -> Recorder:
+        """A recorder spooling `spec`'s snapshots to this worker's spool folder."""
+        record = self.config.record
+        return Recorder(self.spool_dir / f"{self.session}-{spec.run_id}.raw", DTYPES[record.dtype], record.every_steps)
+
+    def finish(
+        self, spec: RunSpec, history: History, recorder: Recorder, seconds: float, **labels: Any
+    ) -> dict[str, Any]:
+        """After `spec` trained: write its samples from the spool, then its run record (with
+        `labels`), and commit when the group is due; returns the run's summary."""
+        try:  # a failure from here on leaves this run's samples half-written: drop the whole group
+            for info in recorder.params:
+                self._write(spec.run_id, recorder, info)
+        except BaseException:
+            self.writer.abandon()
+            raise
+        record = run_record(spec, history, recorder, seconds, self.device, self.config.record.dtype)
+        record.update(labels)
         self.writer.add_run(record)
         self.tracker.run_finished(record)
         if self.writer.due():
