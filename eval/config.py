@@ -190,12 +190,18 @@ class SpeedupConfig:
     fraction: float = 0.99
     extra_fractions: list[float] = field(default_factory=lambda: [0.95])  # targets reported beside it
     tune_lr: bool = True  # pick each task's lr from its lr_grid by plain training's best (see EvalTask)
+    # An lr chosen at the edge of its grid adds the next lr beyond that edge (at the grid's own
+    # ratio) and is chosen again, up to this many times: a baseline tuned at the edge of a grid may
+    # not be the best plain training can do.
+    extend_lr_grid: int = 2
     quality_tolerance: float = 0.01  # a method's best must be within this (relative) of plain's best
     tasks: dict[str, EvalTask] = field(default_factory=dict)  # label -> task entry
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"speedup.seeds must be distinct and non-empty, got {self.seeds}")
+        if self.extend_lr_grid < 0:
+            raise ConfigError(f"speedup.extend_lr_grid must be >= 0, got {self.extend_lr_grid}")
         for fraction in (self.fraction, *self.extra_fractions):
             if not 0 < fraction <= 1:
                 raise ConfigError(f"speedup.fraction and extra_fractions must be in (0, 1], got {fraction}")

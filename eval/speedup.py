@@ -9,8 +9,10 @@ optimizer steps accordingly):
 - Learning rate: plain training runs every lr of the task's grid (`lr_grid`, default
   `eval.config.DEFAULT_LR_GRIDS` of its optimizer) with every seed; the lr whose plain runs have
   the highest best (below) is the task's lr, ties going to the lr whose mean curve reaches the
-  headline fraction of it sooner, then to the smaller lr (`select_lr`). Plain training and every
-  method then train with it. `speedup.tune_lr=false` uses the entry's `optimizer.lr` alone.
+  headline fraction of it sooner, then to the smaller lr (`select_lr`). An lr chosen at an edge of
+  the grid adds the next lr past that edge (`lr_beyond_edge`) and the choice is made again, up to
+  `speedup.extend_lr_grid` times. Plain training and every method then train with the chosen lr.
+  `speedup.tune_lr=false` uses the entry's `optimizer.lr` alone.
 - Curves: a run's validation metric at each record of its History (record 0 = the initial model,
   the same for every method of a seed), at epochs or steps. A method's mean curve is the mean over
   its seeds at each record (ignoring runs that diverged before it); its best = the maximum of its
@@ -86,6 +88,7 @@ __all__ = [
     "counted_speedup",
     "geometric_mean",
     "select_lr",
+    "lr_beyond_edge",
     "budget_of",
     "preflight",
     "run_speedup",
@@ -206,6 +209,17 @@ def select_lr(plain_rows: Sequence[dict[str, Any]], fraction: float = 0.99) -> d
     }
 
 
+def lr_beyond_edge(grid: Sequence[float], chosen: float) -> float:
+    """The next learning rate past the edge of `grid` (ascending, >= 2 values) at which `chosen`
+    stands, one step of the grid's ratio at that edge further out: [0.01, 0.03, 0.1] and 0.1 give
+    0.3 (0.1 x 0.1 / 0.03), and 0.01 gives 0.01 / 3."""
+    if chosen == grid[-1]:
+        return chosen * grid[-1] / grid[-2]
+    if chosen == grid[0]:
+        return chosen * grid[0] / grid[1]
+    raise ValueError(f"lr {chosen:g} is not at an edge of the grid {list(grid)}")
+
+
 def budget_of(entry: EvalTask) -> tuple[int, str]:
     """(budget, unit) of a task entry: (max_steps, "steps") for a step-based one, else (epochs, "epochs")."""
     return (entry.max_steps, "steps") if entry.max_steps else (entry.epochs, "epochs")
@@ -308,6 +322,13 @@ def run_speedup(
             if len(grids[label]) > 1:
                 plain = [run(label, PLAIN, seed, lr, GRID) for lr in grids[label] for seed in seeds]
                 choice = select_lr(plain, config.speedup.fraction)
+                for _ in range(config.speedup.extend_lr_grid):
+                    if not choice["at_edge"]:
+                        break
+                    beyond = lr_beyond_edge(choice["grid"], choice["chosen"])
+                    bar.total += len(seeds)
+                    plain += [run(label, PLAIN, seed, beyond, GRID) for seed in seeds]
+                    choice = select_lr(plain, config.speedup.fraction)
                 bests = ", ".join(f"{lr:g}: {best:.4f}" for lr, best in zip(choice["grid"], choice["best"]))
                 metric = plain[0]["metric_name"]
                 say(f"  {label}: lr {choice['chosen']:g} (plain's best mean {metric} per lr: {bests})")

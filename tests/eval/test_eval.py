@@ -36,7 +36,9 @@ from weightcast.eval.speedup import (
     epochs_to_target,
     geometric_mean,
     mean_curve,
+    lr_beyond_edge,
     quality_kept,
+    run_speedup,
     select_lr,
     speedup,
     summarize_task,
@@ -164,6 +166,41 @@ def test_lr_grid_choice_by_plain_training_best_mean_over_seeds():
     assert EvalTask(task="wine", optimizer=OptimizerConfig("adam", lr=0.005)).lrs(tune=False) == [0.005]
     with pytest.raises(ConfigError, match="lr_grid"):
         EvalTask(task="wine", lr_grid=[0.0])
+
+
+def test_an_lr_at_the_edge_of_its_grid_extends_it_by_the_grid_ratio():
+    assert lr_beyond_edge([0.01, 0.03, 0.1], 0.1) == pytest.approx(0.1 * 0.1 / 0.03)
+    assert lr_beyond_edge([0.01, 0.03, 0.1], 0.01) == pytest.approx(0.01 * 0.01 / 0.03)
+    assert lr_beyond_edge([1e-3, 3e-3], 3e-3) == pytest.approx(9e-3)
+    with pytest.raises(ValueError, match="not at an edge"):
+        lr_beyond_edge([0.01, 0.03, 0.1], 0.03)
+    with pytest.raises(ConfigError, match="extend_lr_grid"):
+        SpeedupConfig(extend_lr_grid=-1)
+
+
+def test_run_speedup_extends_an_edge_choice_until_it_is_inside(tmp_path, monkeypatch):
+    # Plain training's best rises with the lr up to 9e-4 and falls past it (a fake training run):
+    # the grid [1e-4, 3e-4] chooses its upper edge, so 9e-4 is added (the grid's ratio 3), chosen
+    # at the edge again, then 2.7e-3, which loses: the choice 9e-4 is inside and the search stops.
+    def best(lr):
+        return 0.9 - 0.1 * abs(math.log(lr / 9e-4))
+
+    def fake_run(config, label, name, bundle, seed, lr, key, role):
+        return {**_row(name, seed, [0.1, best(lr) - 0.01, best(lr)], lr=lr), "key": key, "role": role}
+
+    monkeypatch.setattr(speedup_module, "_train_run", fake_run)
+    config = load_eval_config(DEBUG, ["speedup.seeds=[0]", f"{WINE}.lr_grid=[1e-4,3e-4]"])
+    config.speedup.tasks = {"wine-mlp": config.speedup.tasks["wine-mlp"]}
+    rows = run_speedup(config, {}, tmp_path, echo=lambda line: None)
+    grid_rows = [row for row in rows if row["role"] == "grid"]
+    assert [row["lr"] for row in grid_rows] == pytest.approx([1e-4, 3e-4, 9e-4, 2.7e-3])
+    assert select_lr(grid_rows)["chosen"] == pytest.approx(9e-4) and not select_lr(grid_rows)["at_edge"]
+    assert [row["lr"] for row in rows if row["role"] == "run"] == pytest.approx([9e-4])
+    capped = load_eval_config(DEBUG, ["speedup.seeds=[0]", "speedup.extend_lr_grid=1", f"{WINE}.lr_grid=[1e-4,3e-4]"])
+    capped.speedup.tasks = {"wine-mlp": capped.speedup.tasks["wine-mlp"]}
+    (tmp_path / "capped").mkdir()
+    rows = run_speedup(capped, {}, tmp_path / "capped", echo=lambda line: None)
+    assert sorted({row["lr"] for row in rows}) == pytest.approx([1e-4, 3e-4, 9e-4])  # one extension only
 
 
 def test_summarize_task_by_hand():
@@ -399,7 +436,10 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
                 assert math.isfinite(stats[key]), (label, name, key)
             if name != PLAIN:
                 assert stats["jumps"]["attempted"] + stats["jumps"]["skipped"] >= 2, (label, name)  # jumps were due
-    assert result.summary["tasks"]["wine-mlp"]["lr"]["grid"] == [3e-4, 1e-3, 3e-3]
+    wine_lr = result.summary["tasks"]["wine-mlp"]["lr"]
+    # Adam's default grid, extended past an edge choice at most twice (speedup.extend_lr_grid)
+    assert wine_lr["grid"][:3] == [3e-4, 1e-3, 3e-3] or wine_lr["grid"][-3:] == [3e-4, 1e-3, 3e-3]
+    assert 3 <= len(wine_lr["grid"]) <= 5 and (len(wine_lr["grid"]) == 5 or not wine_lr["at_edge"])
     assert list(result.summary["tasks"]["wine-mlp"]["targets"]) == ["99%", "95%", ABSOLUTE]
     steps = result.summary["tasks"]["breast-cancer-steps"]
     assert steps["unit"] == "steps" and steps["budget"] == 60
@@ -429,10 +469,12 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
     assert "| wine-mlp (epochs / wall) | digits-mlp-sgd (epochs / wall) | breast-cancer-steps (steps / wall) |" in markdown
     assert "### Summary at 99% of plain's best (headline)" in markdown and "| 0.001 |" in markdown
     lines = (out / RESULTS_FILE).read_text().splitlines()
-    # seeds x lrs of the grids (breast-cancer-steps has one lr: no grid) + tasks x seeds x (plain + methods)
-    assert len(lines) == 2 * (3 + 2) + 3 * 2 * 6
+    # seeds x lrs of the grids, as extended (breast-cancer-steps has one lr: no grid) + tasks x seeds
+    # x (plain + methods)
+    grids = [result.summary["tasks"][label]["lr"]["grid"] for label in DEBUG_TASKS[:2]]
+    assert len(lines) == 2 * sum(len(grid) for grid in grids) + 3 * 2 * 6
     results = [json.loads(line) for line in lines]
-    assert {r["lr"] for r in results} == {3e-4, 1e-3, 3e-3, 0.01, 0.03}
+    assert {r["lr"] for r in results} == {*grids[0], *grids[1]} and {3e-4, 1e-3, 3e-3, 0.01, 0.03} <= {*grids[0], *grids[1]}
     for label in DEBUG_TASKS[:2]:  # plain at the chosen lr, timed again beside the methods: the same curve
         chosen = result.summary["tasks"][label]["lr"]["chosen"]
         plain = [r for r in results if r["task"] == label and r["method"] == PLAIN and r["lr"] == chosen]
@@ -447,7 +489,7 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
         f.write('{"key": "half a li')
     messages = []
     again = run_eval(config, echo=messages.append)
-    assert "speed-up: 0 runs trained now, 46 read from" in "\n".join(messages), messages
+    assert f"speed-up: 0 runs trained now, {len(lines)} read from" in "\n".join(messages), messages
     assert (out / RESULTS_FILE).read_text().splitlines() == lines
     assert again.summary["methods"] == result.summary["methods"]
 
