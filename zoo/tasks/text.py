@@ -18,7 +18,7 @@ import platform
 import sysconfig
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -68,16 +68,8 @@ def stdlib_docstrings(max_chars: int, stdlib: str | Path | None = None) -> str:
     """The first `max_chars` characters of the docstrings (module, class, function) of the .py files
     under `stdlib` (default: this interpreter's standard library), files in sorted order, docstrings
     separated by a blank line."""
-    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
-    pieces: list[str] = []
-    length = -2  # of "\n\n".join(pieces)
-    for path in _source_files(root):
-        for doc in _docstrings(path):
-            pieces.append(doc)
-            length += len(doc) + 2
-        if length >= max_chars:
-            break
-    return "\n\n".join(pieces)[:max_chars]
+    files = _source_files(Path(stdlib or sysconfig.get_paths()["stdlib"]))
+    return _joined_prefix((doc for path in files for doc in _docstrings(path)), max_chars)
 
 
 @TASKS.register("stdlib-chars", modality="text", split="heldout", input_kind="tokens", needs_data_dir=False)
@@ -101,19 +93,8 @@ def stdlib_code(max_chars: int, stdlib: str | Path | None = None) -> str:
     removed (each module parsed and unparsed by `ast`), files in the same sorted order: text that
     shares no sentence with `stdlib_docstrings`, so a zoo may train on it while the docstring tasks
     stay held out."""
-    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
-    pieces: list[str] = []
-    length = 0
-    for path in _source_files(root):
-        tree = _parse(path)
-        if tree is None:
-            continue
-        code = ast.unparse(_without_docstrings(tree))
-        pieces.append(code)
-        length += len(code) + 2
-        if length >= max_chars:
-            break
-    return "\n\n".join(pieces)[:max_chars]
+    trees = map(_parse, _source_files(Path(stdlib or sysconfig.get_paths()["stdlib"])))
+    return _joined_prefix((ast.unparse(_without_docstrings(t)) for t in trees if t is not None), max_chars)
 
 
 @TASKS.register("stdlib-code-chars", modality="text", split="train", input_kind="tokens", needs_data_dir=False)
@@ -150,6 +131,19 @@ def _char_task(name: str, split: str, text: str, what: str) -> Task:
         description=f"character LM on Python {platform.python_version()} stdlib {what} "
         f"({len(ids)} characters, printable ASCII + newline + unknown)",
     )
+
+
+def _joined_prefix(texts: Iterable[str], max_chars: int) -> str:
+    """The first `max_chars` characters of `texts` joined by blank lines, reading only as many texts
+    as that needs (parsing the whole stdlib takes seconds)."""
+    pieces: list[str] = []
+    length = -2  # of "\n\n".join(pieces)
+    for text in texts:
+        pieces.append(text)
+        length += len(text) + 2
+        if length >= max_chars:
+            break
+    return "\n\n".join(pieces)[:max_chars]
 
 
 def _source_files(root: Path) -> list[Path]:
