@@ -3,31 +3,32 @@ bundle to any PyTorch training loop (two lines, see `nowcaster`), and `NowcastHo
 the zoo's loop. It depends on the bundle format (`train_predictor.bundle`) and the layer types
 (`zoo.layer_types`) only, never on the evaluation harness around it."""
 
-from weightcast.eval.runtime.nowcaster import (
+from weightcast.eval.runtime.config import (
     BUFFER_DTYPES,
-    DEFAULT_BUNDLE,
-    FIRST_MOMENT_KEYS,
-    GUARD_RULES,
     HORIZON_SCHEDULES,
     MODES,
-    OPTIMIZER_POLICIES,
-    OUTCOMES,
-    SHIPPED_BUNDLES_DIR,
-    SHIPPED_PREFIX,
-    STATE_VERSION,
-    Jump,
     NowcastConfig,
-    Nowcaster,
-    NowcastStats,
-    NowcastWarning,
-    ProbeLoss,
-    apply_optimizer_policy,
     horizon_schedule,
+)
+from weightcast.eval.runtime.guard import GUARD_RULES
+from weightcast.eval.runtime.nowcaster import (
+    DEFAULT_BUNDLE,
+    STATE_VERSION,
+    Nowcaster,
+    NowcastWarning,
     open_bundle,
-    probe_batch,
-    shipped_bundle_folder,
     unwrap,
 )
+from weightcast.eval.runtime.optimizer_policy import (
+    FIRST_MOMENT_KEYS,
+    OPTIMIZER_POLICIES,
+    apply_optimizer_policy,
+)
+from weightcast.eval.runtime.probe import ProbeLoss, probe_batch
+from weightcast.eval.runtime.stats import OUTCOMES, Jump, NowcastStats
+
+# the shipped bundles behind DEFAULT_BUNDLE and `shipped:<kind>`, from train_predictor.bundle
+from weightcast.train_predictor.bundle import SHIPPED_BUNDLES_DIR, SHIPPED_PREFIX, shipped_bundle_folder
 
 __all__ = [
     "BUFFER_DTYPES",

@@ -23,7 +23,10 @@ import dataclasses
 import os
 
 import torch
-from weightcast.eval.runtime.nowcaster import NowcastConfig, Nowcaster, NowcastStats, open_bundle, probe_batch
+from weightcast.eval.runtime.config import NowcastConfig
+from weightcast.eval.runtime.nowcaster import Nowcaster, open_bundle
+from weightcast.eval.runtime.probe import probe_batch
+from weightcast.eval.runtime.stats import NowcastStats
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.train import Hook, TrainState, steps_per_epoch, total_steps

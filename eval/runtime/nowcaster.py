@@ -1,5 +1,5 @@
 """The live-training runtime of weightcast's last stage, `eval`: a `Nowcaster` applies a predictor
-bundle (`train_predictor`) to any PyTorch training run, the zoo's loop (`eval.hooks.NowcastHook`)
+bundle (`train_predictor`) to any PyTorch training run, the zoo's loop (`eval.runtime.hook.NowcastHook`)
 or a plain one. Two lines added to a plain loop, one to create it, one to call it:
 
     nowcaster = Nowcaster(model, optimizer, "org/wnn-bundle", probe=(x_probe, y_probe, loss_fn))
@@ -47,8 +47,7 @@ their trajectory); either way the next attempt comes `period` calls later.
 Guard (on by default, `guard=False` turns it off; the rules are in `eval.runtime.guard`): the
 loss on a fixed probe batch is computed under no_grad before the jump and at scales of the
 predicted step, in eval mode except for BatchNorm layers, which normalize with the probe batch's
-statistics: their running statistics were gathered under the pre-jump weights, so in eval mode
-they would count against every jump (their buffers are restored after the probe, and every
+statistics (`eval.runtime.probe` says why; their buffers are restored after the probe, and every
 module's train/eval mode too). The default rule, "line-search", keeps the largest of the scales
 1, 0.5, 0.25 whose loss rises by at most the allowed rise: 1% of the loss, or half of the loss's
 fall over the period before the jump, whichever is larger (a jump that lands ahead of the
@@ -82,21 +81,15 @@ prediction from the same weights, and the rank-dependent decisions (NaN check, p
 averaged over ranks with all_reduce, so all ranks keep or roll back together.
 
 Optimizer state after an accepted jump, `optimizer_policy` (only jumped parameters' state):
-- "keep" (the papers): unchanged.
-- "reset": every tensor in the parameter's state is zeroed, Adam's `step` included, which is
-  exactly the state a fresh Adam/AdamW starts from (its bias correction starts over: keeping
-  `step` with zeroed moments would inflate the next updates up to ~3x for hundreds of steps);
-  for SGD a zero momentum buffer (a fresh one, with dampening 0).
-- "rescale": the first-moment buffers (`momentum_buffer` of SGD/RMSprop, `exp_avg` of
-  Adam/AdamW/NAdam/RAdam/Adamax) are multiplied by `momentum_scale` (0.5 by default), damping the
-  momentum that drove the pre-jump trajectory; second moments (`exp_avg_sq`, ...) and `step` are
-  kept, since the gradients' scale changes little over one jump.
+"keep" (the papers), "reset" (a fresh optimizer's state) or "rescale" (the momentum damped by
+`momentum_scale`); `eval.runtime.optimizer_policy` defines them.
 
 Cost: no autograd, windows gathered and predicted `chunk_size` scalars at a time; memory beyond
 the model: the buffer (input_length copies, on `buffer_device`), the predicted steps (one float32
-copy) and, during a jump, a backup of the jumped parameters on their device. `stats` counts
-calls, jumps attempted / accepted / rolled back (guard, non-finite, error) / skipped, probes and
-the seconds spent (the probe's among them); each `Jump` records its horizon and kept scale.
+copy) and, during a jump, a backup of the jumped parameters on their device. `stats`
+(`NowcastStats`, `eval.runtime.stats`) counts calls, jumps attempted / accepted / rolled back
+(guard, non-finite, error) / skipped, probes and the seconds spent (the probe's among them); each
+`Jump` records its horizon and kept scale.
 """
 
 from __future__ import annotations
@@ -107,226 +100,37 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Union
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from weightcast.eval.runtime.guard import GUARD_RULES, allowed_rise, line_search, trajectory_noise
+from weightcast.eval.runtime.config import BUFFER_DTYPES, NowcastConfig, horizon_schedule
+from weightcast.eval.runtime.guard import allowed_rise, line_search, trajectory_noise
+from weightcast.eval.runtime.optimizer_policy import apply_optimizer_policy
+from weightcast.eval.runtime.probe import LossFn, ProbeLoss, evaluate_probe, probe_batch
+from weightcast.eval.runtime.stats import Jump, NowcastStats
 from weightcast.train_predictor.bundle import (
-    SHIPPED_BUNDLES_DIR,
     SHIPPED_PREFIX,
     MissingPredictorError,
     PredictorBundle,
     load_bundle,
-    shipped_bundle_folder,
 )
-from weightcast.train_predictor.predictors import DEFAULT_CHUNK_SIZE, Predictor
+from weightcast.train_predictor.predictors import Predictor
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.layer_types import LAYER_TYPES, assign_layer_types
 
 from weightcast.errors import WeightcastWarning
 
-__all__ = [
-    "MODES",
-    "OPTIMIZER_POLICIES",
-    "OUTCOMES",
-    "HORIZON_SCHEDULES",
-    "GUARD_RULES",
-    "FIRST_MOMENT_KEYS",
-    "BUFFER_DTYPES",
-    "NowcastConfig",
-    "NowcastWarning",
-    "Jump",
-    "NowcastStats",
-    "ProbeLoss",
-    "Nowcaster",
-    "probe_batch",
-    "SHIPPED_PREFIX",
-    "SHIPPED_BUNDLES_DIR",
-    "DEFAULT_BUNDLE",
-    "shipped_bundle_folder",
-    "open_bundle",
-    "unwrap",
-    "apply_optimizer_policy",
-    "horizon_schedule",
-    "STATE_VERSION",
-]
+__all__ = ["DEFAULT_BUNDLE", "STATE_VERSION", "NowcastWarning", "Nowcaster", "open_bundle", "unwrap"]
 
-MODES = ("nowcast", "farcast")
-OPTIMIZER_POLICIES = ("keep", "reset", "rescale")
-HORIZON_SCHEDULES = ("constant", "nino")
 STATE_VERSION = 1  # of `Nowcaster.state_dict()`
-# What an attempted jump came to; each is a `NowcastStats` counter. rolled_back_error: an exception
-# (OOM, KeyboardInterrupt) inside the attempt, after which the weights are restored and it propagates.
-OUTCOMES = ("accepted", "rolled_back_guard", "rolled_back_nonfinite", "rolled_back_error")
-# Optimizer-state keys of first-moment (momentum) buffers, the ones "rescale" scales.
-FIRST_MOMENT_KEYS = ("momentum_buffer", "exp_avg")
-BUFFER_DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-
-# SHIPPED_PREFIX, SHIPPED_BUNDLES_DIR, shipped_bundle_folder: re-exported from train_predictor.bundle.
 DEFAULT_BUNDLE = SHIPPED_PREFIX + "wnn"  # what a Nowcaster applies when given no bundle
-
-ProbeLoss = Callable[[nn.Module], Union[float, Tensor]]
-LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class NowcastWarning(WeightcastWarning):
     """A jump was rolled back for non-finite predictions, or parameters are left untouched."""
-
-
-@dataclass
-class NowcastConfig:
-    """How a `Nowcaster` applies its bundle (see the module docstring). None = from the bundle."""
-
-    mode: str = "nowcast"  # nowcast: jump every `period` calls; farcast: once, after `farcast_after`
-    # nowcast: calls between jumps, a multiple of snapshot_every holding >= the bundle's input_length
-    # snapshots; default input_length * snapshot_every
-    period: Optional[int] = None
-    # snapshot intervals ahead a jump goes (= calls when snapshot_every is 1); default the bundle's
-    # horizon (its farthest); the largest k of the "nino" schedule
-    horizon: Optional[int] = None
-    farcast_after: Optional[int] = None  # farcast: calls before the jump; default (input_length - 1) x every
-    snapshot_every: int = 1  # calls between snapshots (NiNo, called every step: period // input_length)
-    # constant | nino: jump j goes k_j = round(linspace(horizon**0.5, 1, max_calls // period)**2)[j] ahead
-    horizon_schedule: str = "constant"
-    max_calls: Optional[int] = None  # nino schedule: calls in the whole run (e.g. its optimizer steps)
-    optimizer_policy: str = "keep"  # keep | reset | rescale
-    momentum_scale: float = 0.5  # rescale: factor on the first-moment buffers
-    guard: bool = True  # judge every jump by the probe loss (eval.runtime.guard); False: keep them all
-    guard_rule: str = "line-search"  # line-search | veto (eval.runtime.guard)
-    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # line-search: fractions of a step
-    expand: bool = False  # line-search: also try 2x a full step that lowered the loss
-    # The allowed rise of the probe loss is the largest of: tolerance x |before|; progress_tolerance x
-    # its fall over the period before the jump; noise_tolerance x its noise (costs a probe per snapshot).
-    tolerance: float = 0.01
-    progress_tolerance: float = 0.5
-    noise_tolerance: float = 0.0
-    # > 0: skip a due jump unless the training time it stands to save (horizon snapshot intervals, timed
-    # between calls) is >= min_payoff x the measured cost of a jump (e.g. 10); 0 (default): never skip,
-    # so that which jumps a run makes does not depend on timing (reproducible, resumable exactly)
-    min_payoff: float = 0.0
-    buffer_dtype: str = "float32"  # float32 | float64 | float16 | bfloat16
-    buffer_device: str = "cpu"
-    chunk_size: int = DEFAULT_CHUNK_SIZE  # scalars per predict call
-    layer_types: Optional[list[str]] = None  # predict only these layer types; None = all the model has
-
-    def __post_init__(self) -> None:
-        choices = (("mode", MODES), ("optimizer_policy", OPTIMIZER_POLICIES), ("buffer_dtype", BUFFER_DTYPES))
-        for name, valid in choices:
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {getattr(self, name)!r}")
-        if self.guard_rule not in GUARD_RULES:
-            raise ConfigError(f"guard_rule must be one of {', '.join(GUARD_RULES)}; got {self.guard_rule!r}")
-        if self.horizon_schedule not in HORIZON_SCHEDULES:
-            raise ConfigError(
-                f"horizon_schedule must be one of {', '.join(HORIZON_SCHEDULES)}; "
-                f"got {self.horizon_schedule!r}"
-            )
-        for name in ("period", "horizon", "farcast_after", "max_calls"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 (or None for the bundle's default), got {value}")
-        if self.snapshot_every < 1:
-            raise ConfigError(f"snapshot_every must be >= 1, got {self.snapshot_every}")
-        if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
-            raise ConfigError(f"scales must be a non-empty list of numbers > 0, got {list(self.scales)}")
-        for name in ("progress_tolerance", "noise_tolerance", "min_payoff"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ConfigError(f"{name} must be a number >= 0, got {getattr(self, name)}")
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise ConfigError(
-                f"tolerance is a relative rise of the probe loss, a number >= 0; got {self.tolerance}"
-            )
-        if not (math.isfinite(self.momentum_scale) and self.momentum_scale >= 0):
-            raise ConfigError(f"momentum_scale must be a number >= 0, got {self.momentum_scale}")
-        try:
-            torch.device(self.buffer_device)
-        except RuntimeError:
-            raise ConfigError(
-                f"buffer_device must be a torch device (cpu, cuda, cuda:N), got {self.buffer_device!r}"
-            ) from None
-        if self.layer_types is not None:
-            unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
-            if unknown or not self.layer_types:
-                raise ConfigError(
-                    f"layer_types must be a non-empty list of {', '.join(LAYER_TYPES)} (or None for all); "
-                    f"got {list(self.layer_types)}"
-                )
-
-    def for_bundle(self, bundle: PredictorBundle) -> NowcastConfig:
-        """This config with the bundle's defaults filled in, checked against its window."""
-        window, every = bundle.input_length, self.snapshot_every
-        spacing = "" if every == 1 else f" (one snapshot every {every} calls)"
-        period = window * every if self.period is None else self.period
-        farcast_after = (window - 1) * every if self.farcast_after is None else self.farcast_after
-        due_name, due = ("period", period) if self.mode == "nowcast" else ("farcast_after", farcast_after)
-        if due % every:
-            raise ConfigError(
-                f"{due_name}={due} is not a multiple of snapshot_every={every}: a jump must fall on a "
-                f"snapshot; use {due_name}={max(1, round(due / every)) * every}"
-            )
-        if self.mode == "nowcast" and period // every < window:
-            raise ConfigError(
-                f"period={period} is shorter than the bundle's window of {window} snapshots{spacing}: a jump "
-                f"needs {window} snapshots taken since the previous jump; use period >= {window * every}"
-            )
-        if self.mode == "farcast" and farcast_after // every + 1 < window:
-            raise ConfigError(
-                f"farcast_after={farcast_after} calls give {farcast_after // every + 1} snapshots (the "
-                f"start and one per {'call' if every == 1 else f'{every} calls'}), fewer than the bundle's "
-                f"window of {window}; use farcast_after >= {(window - 1) * every}"
-            )
-        horizon = bundle.horizon if self.horizon is None else self.horizon
-        return dataclasses.replace(self, period=period, horizon=horizon, farcast_after=farcast_after)
-
-
-@dataclass
-class Jump:
-    """One attempted jump: at which call, its outcome (one of `OUTCOMES`), the probe losses."""
-
-    call: int
-    outcome: str
-    probe_before: Optional[float] = None  # None when the guard is off or predictions were non-finite
-    probe_after: Optional[float] = None  # at the kept scale; rolled back: the lowest loss probed
-    seconds: float = 0.0  # prediction, probes and writing included
-    horizon: Optional[int] = None  # snapshot intervals ahead it was predicted
-    scale: float = 1.0  # the fraction of the predicted step kept (0.0: rolled back)
-    probes: int = 0  # probe-loss evaluations it took
-
-
-@dataclass
-class NowcastStats:
-    calls: int = 0
-    attempted: int = 0
-    accepted: int = 0
-    rolled_back_guard: int = 0
-    rolled_back_nonfinite: int = 0
-    rolled_back_error: int = 0
-    skipped: int = 0  # due jumps not attempted: their cost would not pay (NowcastConfig.min_payoff)
-    seconds: float = 0.0  # total time spent in the nowcaster's calls (and its construction)
-    probe_seconds: float = 0.0  # the part of `seconds` spent in the probe
-    jumps: list[Jump] = field(default_factory=list)
-
-
-def probe_batch(inputs: Tensor, targets: Tensor, loss_fn: LossFn) -> ProbeLoss:
-    """A probe loss for the guard: `loss_fn(model(inputs), targets)` on one fixed batch, moved
-    to the model's device when needed."""
-
-    def probe(model: nn.Module) -> float:
-        device = next(model.parameters()).device
-        return float(loss_fn(model(inputs.to(device)), targets.to(device)))
-
-    return probe
 
 
 def open_bundle(
@@ -351,29 +155,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel; any other model as is."""
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
     return model.module if isinstance(model, wrappers) else model
-
-
-def apply_optimizer_policy(
-    optimizer: torch.optim.Optimizer | None,
-    params: Iterable[Tensor],
-    policy: str,
-    momentum_scale: float = 0.5,
-) -> None:
-    """Apply `policy` (one of `OPTIMIZER_POLICIES`, defined in the module docstring) to the
-    optimizer state of `params`; parameters without state are skipped."""
-    if policy not in OPTIMIZER_POLICIES:
-        raise ConfigError(f"optimizer policy must be one of {', '.join(OPTIMIZER_POLICIES)}; got {policy!r}")
-    if policy == "keep" or optimizer is None:
-        return
-    with torch.no_grad():
-        for param in params:
-            for key, value in optimizer.state.get(param, {}).items():
-                if not torch.is_tensor(value):
-                    continue
-                if policy == "reset":
-                    value.zero_()
-                elif key in FIRST_MOMENT_KEYS:
-                    value.mul_(momentum_scale)
 
 
 class Nowcaster:
@@ -703,26 +484,12 @@ class Nowcaster:
             self._losses = (self._losses + [loss])[-self.bundle.input_length :]
 
     def _probe_loss(self) -> float:
-        """The probe loss of the unwrapped module under no_grad, averaged over ranks: in eval mode,
-        except that BatchNorm layers normalize with the probe batch's own statistics (module
-        docstring); their running statistics are restored afterwards."""
+        """The probe loss of the unwrapped module (`evaluate_probe`: under no_grad, in eval mode but
+        for BatchNorm layers), averaged over ranks."""
         start = time.perf_counter()
-        modes = [(module, module.training) for module in self.module.modules()]
-        norms = [m for m in self.module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-        saved = [[b.clone() for b in m.buffers(recurse=False)] for m in norms]
-        self.module.eval()
-        for norm in norms:
-            norm.train()
         try:
-            with torch.no_grad():
-                value = _scalar(self.probe(self.module))
+            value = evaluate_probe(self.probe, self.module)
         finally:
-            for module, training in modes:
-                module.training = training
-            with torch.no_grad():
-                for norm, buffers in zip(norms, saved):
-                    for buffer, backup in zip(norm.buffers(recurse=False), buffers):
-                        buffer.copy_(backup)
             self._probes += 1
             self.stats.probe_seconds += time.perf_counter() - start
         return _mean_over_ranks(value, self._device)
@@ -840,38 +607,6 @@ class _Group:
     params: list[nn.Parameter]
     sizes: list[int]  # numel of each parameter: its slice of a history row
     history: Tensor  # (input_length, N): ring slot x every scalar of the group, parameters in order
-
-
-def horizon_schedule(config: NowcastConfig) -> list[int]:
-    """The horizon of each jump of a resolved config (`NowcastConfig.for_bundle`), in snapshot
-    intervals: jump j goes entry min(j, len - 1) ahead. "constant": [horizon]; "nino": NiNo's
-    decreasing k = round(linspace(horizon ** 0.5, 1, max_calls // period) ** 2)
-    (`train_predictor.predictors.nino.nino_horizon_schedule`)."""
-    if config.horizon_schedule == "constant":
-        return [config.horizon]
-    if config.max_calls is None:
-        raise ConfigError(
-            "horizon_schedule='nino' needs max_calls, the run's length in calls (its optimizer steps "
-            "when called every step), to lay out its decreasing horizons"
-        )
-    from weightcast.train_predictor.predictors.nino import nino_horizon_schedule
-
-    period = config.period if config.mode == "nowcast" else config.farcast_after
-    return nino_horizon_schedule(config.max_calls, period, config.horizon)
-
-
-def _scalar(value: Any) -> float:
-    """A probe's loss as a float: a Python number or a one-element tensor, else ConfigError."""
-    if torch.is_tensor(value):
-        if value.numel() != 1:
-            raise ConfigError(
-                f"the probe returned a tensor of shape {tuple(value.shape)}; it must return one number, "
-                "the loss (reduce it, e.g. loss_fn(..., reduction='mean'))"
-            )
-        return float(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise ConfigError(f"the probe returned a {type(value).__name__}; it must return one number, the loss")
 
 
 def _mean_over_ranks(value: float, device: torch.device) -> float:
