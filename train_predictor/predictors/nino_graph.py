@@ -49,6 +49,7 @@ from weightcast.train_predictor.predictors.neuron_graph import (
     TYPE_RESIDUAL,
     TYPE_SELF_LOOP,
     NeuronGraph,
+    ParamEdges,
     laplacian_pe,
 )
 from weightcast.train_predictor.predictors.nino import (
@@ -144,13 +145,12 @@ class NiNoGraph(PerTensorPredictor):
         kw = dict(dtype=param.dtype, device=param.device)
         out: dict[str, Tensor] = {}
         with torch.no_grad():
-            e, scales = self._edge_inputs(graph, states, kw)
-            x = self._node_inputs(graph, kw)
-            src, dst = graph.edge_index.to(param.device)
-            e = self._propagate(x, e, src, dst, graph.num_nodes)
+            z, scales = self._standardize(graph, states, kw)
+            e = self._propagate(self._node_inputs(graph, kw), self._edge_inputs(graph, z, kw), graph)
             rows = [f * self.horizon + horizon - 1 for f in range(self.max_feat)]
             head_w, head_b = self.edge_out[2].weight[rows], self.edge_out[2].bias[rows]
-            for p, (last, mean, std) in zip(graph.params, scales):
+            for p in graph.params:
+                last, (mean, std) = z[p.name][:, :, -1], scales[p.name]
                 value = torch.empty(p.rows, p.kk, **kw)
                 step = max(1, _EDGE_CHUNK // p.splits)  # rows per chunk
                 for r in range(0, p.rows, step):
@@ -165,24 +165,92 @@ class NiNoGraph(PerTensorPredictor):
             out[name] = self.predict(window, horizon, layer_type=layer_type).reshape(states[name].shape[1:])
         return out
 
-    def _edge_inputs(self, graph: NeuronGraph, states: Mapping[str, Tensor], kw) -> tuple[Tensor, list]:
-        """(E, H) initial edge states, and per parameter (last standardized state (rows, kk), mean, std)."""
+    def graph_loss(
+        self,
+        graph: NeuronGraph,
+        states: Mapping[str, Tensor],
+        targets: Mapping[str, Tensor],
+        *,
+        layer_types: Mapping[str, str] | None = None,
+    ) -> Tensor:
+        """NiNo's training objective on a whole model: the mean L1 between predicted and true
+        states 1..m (m <= K), in standardized units, over every scalar of every parameter, the
+        parameters of the graph on their edges and `graph.fallback` ones per scalar (with their
+        `layer_types` entry, default by rank), as the per-scalar `loss` does for one tensor.
+
+        `states` {name: (c, *shape)} and `targets` {name: (m, *shape)} are ALREADY standardized
+        per tensor by the window's statistics (`tensor_stats`), as `graph_data.GraphSample` holds
+        them; the loss is differentiable in the predictor's weights."""
+        names = [p.name for p in graph.params] + list(graph.fallback)
+        missing = [n for n in names if n not in states or n not in targets]
+        if missing:
+            raise ValueError(f"states or targets are missing parameters of the graph: {missing[:10]}")
+        m = targets[names[0]].shape[0] if names else 1
+        bad = [n for n in names if targets[n].shape != (m, *states[n].shape[1:])]
+        if not 1 <= m <= self.horizon or bad:
+            raise ValueError(
+                f"predictor 'nino' needs targets (m, *shape) with 1 <= m <= {self.horizon}, the same m for "
+                f"every parameter; got m = {m} and mismatched shapes for {bad[:5]}"
+            )
+        param = self.edge_proj.weight
+        kw = dict(dtype=param.dtype, device=param.device)
+        z = {p.name: self._edges_view(p, states[p.name].to(**kw)) for p in graph.params}
+        total, count = param.new_zeros(()), 0
+        if graph.params:
+            e = self._propagate(self._node_inputs(graph, kw), self._edge_inputs(graph, z, kw), graph)
+            k = torch.arange(m, device=param.device)
+            rows = (torch.arange(self.max_feat, device=param.device)[:, None] * self.horizon + k).reshape(-1)
+            head = self.edge_out[2]
+            out = F.linear(self.edge_out[1](self.edge_out[0](e[: graph.num_param_edges])), head.weight[rows],
+                           head.bias[rows])  # (param edges, F * m), slot-major  # fmt: skip
+            for p in graph.params:
+                delta = out[p.start : p.start + p.edges].reshape(p.rows, p.splits * self.max_feat, m)[:, : p.kk]
+                truth = self._edges_view(p, targets[p.name].to(**kw))  # (rows, kk, m)
+                total = total + (z[p.name][:, :, -1:] + delta - truth).abs().sum()
+                count += p.rows * p.kk * m
+        for name in graph.fallback:
+            window = states[name].to(**kw).reshape(states[name].shape[0], -1).T  # (numel, c)
+            truth = targets[name].to(**kw).reshape(m, -1).T  # (numel, m)
+            layer_type = (layer_types or {}).get(name) or _type_by_rank(states[name].dim() - 1)
+            delta = self.deltas(window, self.type_index(layer_type), slice(0, m))
+            total = total + (window[:, -1:] + delta - truth).abs().sum()
+            count += truth.numel()
+        return total / max(count, 1)
+
+    def _standardize(
+        self, graph: NeuronGraph, states: Mapping[str, Tensor], kw
+    ) -> tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]:
+        """Each graph parameter's states standardized by `tensor_stats` and viewed (rows, kk, c),
+        and its (mean, std)."""
+        z, scales = {}, {}
+        for p in graph.params:
+            window = states[p.name].reshape(states[p.name].shape[0], -1).T  # (numel, c)
+            if window.shape[1] != self.input_length:
+                raise ValueError(
+                    f"states[{p.name!r}] must hold {self.input_length} states, got shape "
+                    f"{tuple(states[p.name].shape)}"
+                )
+            mean, std = (s.to(**kw) for s in tensor_stats(window, self.eps))
+            z[p.name] = ((window.to(**kw) - mean) / (std + self.eps)).reshape(p.rows, p.kk, -1)
+            scales[p.name] = (mean, std)
+        return z, scales
+
+    @staticmethod
+    def _edges_view(p: ParamEdges, values: Tensor) -> Tensor:
+        """(time, *shape) values of parameter `p` -> (rows, kk, time), its scalars as its edges see them."""
+        return values.reshape(values.shape[0], p.rows, p.kk).permute(1, 2, 0)
+
+    def _edge_inputs(self, graph: NeuronGraph, z: Mapping[str, Tensor], kw) -> Tensor:
+        """(E, H) initial edge states from each parameter's standardized states z (rows, kk, c)."""
         c, fs = self.input_length, self.max_feat
         e = torch.empty(graph.num_edges, self.hidden, **kw)
-        scales = []
         for p in graph.params:
-            window = states[p.name].reshape(c, -1).T  # (numel, c)
-            if window.shape[1] != c:
-                raise ValueError(
-                    f"states[{p.name!r}] must hold {c} states, got shape {tuple(states[p.name].shape)}"
-                )
-            mean, std = tensor_stats(window, self.eps)
-            z = ((window.to(**kw) - mean.to(**kw)) / (std.to(**kw) + self.eps)).reshape(p.rows, p.kk, c)
-            scales.append((z[:, :, -1], mean.to(**kw), std.to(**kw)))
+            if z[p.name].shape[2] != c:
+                raise ValueError(f"states[{p.name!r}] must hold {c} states, got {z[p.name].shape[2]}")
             step = max(1, _EDGE_CHUNK // p.splits)  # rows per chunk: bounded temporaries
             for r in range(0, p.rows, step):
-                rows = z[r : r + step]
-                feats = z.new_zeros(len(rows), p.splits * fs, c)
+                rows = z[p.name][r : r + step]
+                feats = rows.new_zeros(len(rows), p.splits * fs, c)
                 feats[:, : p.kk] = rows
                 edges = slice(p.start + r * p.splits, p.start + (r + len(rows)) * p.splits)
                 types = graph.edge_type[edges].to(e.device)  # per edge: attention's q/k/v rows differ
@@ -191,7 +259,7 @@ class NiNoGraph(PerTensorPredictor):
         for type_id, count in ((TYPE_RESIDUAL, graph.num_residual_edges), (TYPE_SELF_LOOP, graph.num_nodes)):
             e[begin : begin + count] = self._constant_edge(type_id, kw)
             begin += count
-        return e, scales
+        return e
 
     def _constant_edge(self, type_id: int, kw) -> Tensor:
         features = torch.zeros(self.max_feat, self.input_length, **kw)
@@ -207,9 +275,13 @@ class NiNoGraph(PerTensorPredictor):
 
     # ------------------------------------------------------------ message passing
 
-    def _propagate(self, x: Tensor, e: Tensor, src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
-        """The rounds of the module docstring: (V, H) nodes, (E, H) edges -> the final (E, H) edges.
-        Without autograd the edge states are updated in place, chunk by chunk."""
+    def _propagate(self, x: Tensor, e: Tensor, graph: NeuronGraph) -> Tensor:
+        """The rounds of the module docstring on `graph`: (V, H) nodes, (E, H) edges -> the final
+        (E, H) edges. Without autograd the edge states are updated in place, chunk by chunk."""
+        src, dst = graph.edge_index.to(e.device)
+        return self._rounds(x, e, src, dst, graph.num_nodes)
+
+    def _rounds(self, x: Tensor, e: Tensor, src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
         grad = torch.is_grad_enabled()
         degree = torch.zeros(num_nodes, dtype=x.dtype, device=x.device).index_add_(
             0, dst, torch.ones_like(dst, dtype=x.dtype)
@@ -253,7 +325,7 @@ class NiNoGraph(PerTensorPredictor):
             if self.lpe
             else (z.new_zeros(2 * n, self.hidden))
         )
-        e = self._propagate(x.contiguous(), e, src, dst, 2 * n)[:n]
+        e = self._rounds(x.contiguous(), e, src, dst, 2 * n)[:n]
         head = self.edge_out[2]
         k = torch.arange(self.horizon, device=z.device)[rows]  # slot 0's rows are 0 .. K - 1
         return F.linear(self.edge_out[1](self.edge_out[0](e)), head.weight[k], head.bias[k])
