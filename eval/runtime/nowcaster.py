@@ -126,7 +126,7 @@ from weightcast.errors import WeightcastWarning
 __all__ = ["DEFAULT_BUNDLE", "STATE_VERSION", "NowcastWarning", "Nowcaster", "open_bundle", "unwrap"]
 
 STATE_VERSION = 1  # of `Nowcaster.state_dict()`
-DEFAULT_BUNDLE = SHIPPED_PREFIX + "wnn"  # what a Nowcaster applies when given no bundle
+DEFAULT_BUNDLE = SHIPPED_PREFIX + "lfd2"  # what a Nowcaster applies when given no bundle (the README's Results)
 
 
 class NowcastWarning(WeightcastWarning):
@@ -166,7 +166,7 @@ class Nowcaster:
         optimizer: its optimizer, whose state `config.optimizer_policy` adjusts (None: keep only).
         bundle: a `PredictorBundle`, `shipped:<kind>` (a pretrained bundle installed with
             weightcast: wnn, lfd2, introspection), a bundle folder or a Hub repository id;
-            default the shipped WNN bundle.
+            default the shipped LFD-2 bundle (DEFAULT_BUNDLE).
         config: how to apply it; default `NowcastConfig()`.
         probe: the guard's loss, a callable `module -> float` (given the unwrapped module, run in
             eval mode under no_grad) or a batch `(inputs, targets, loss_fn)`; required while
