@@ -21,12 +21,26 @@ from weightcast.zoo.tracking import TrackingConfig
 
 from weightcast.train_predictor.predictors import PREDICTORS
 
-__all__ = ["TrainPredictorConfig", "VAL_BY", "load_train_predictor_config"]
+__all__ = ["GraphTrainingConfig", "TrainPredictorConfig", "VAL_BY", "load_train_predictor_config"]
 
 ValBy = Literal["run", "task", "arch"]  # what is held out for validation
 VAL_BY: tuple[str, ...] = get_args(ValBy)
 # Choice fields typed `Literal[...]` are checked by OmegaConf when the config is loaded.
 RunStatus = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+
+
+@dataclass
+class GraphTrainingConfig:
+    """How kinds with a graph network (`nino`, whose predictor has `graph_loss`) train: on
+    whole-model samples of the runs (`train_predictor.graph_data`), one network for every layer type,
+    as NiNo does; `enabled: false` trains them per layer type on scalar windows like the others."""
+
+    enabled: bool = True
+    batch_size: int = 4  # whole-model samples per step (replaces batch_size for these kinds)
+    samples_per_run: int = 4  # samples drawn from one run per pass over the training runs
+    runs_per_read: int = 8  # runs whose histories are in memory at once (within one shard group)
+    val_samples_per_run: int = 2  # fixed validation samples per held-out run
+    max_val_samples: int = 64  # at most this many validation samples (a seeded choice of runs)
 
 
 @dataclass
@@ -62,6 +76,7 @@ class TrainPredictorConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:<i> (under torchrun: cuda:<LOCAL_RANK>)
     progress: bool = True  # tqdm bars over steps
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # job_type=train-predictor
+    graph: GraphTrainingConfig = field(default_factory=GraphTrainingConfig)  # `nino` on whole models
 
     def __post_init__(self) -> None:
         if not self.predictors:
@@ -83,6 +98,11 @@ class TrainPredictorConfig:
             "max_val_windows": self.max_val_windows,
             "eval_every": self.eval_every,
             "checkpoint_every": self.checkpoint_every,
+            "graph.batch_size": self.graph.batch_size,
+            "graph.samples_per_run": self.graph.samples_per_run,
+            "graph.runs_per_read": self.graph.runs_per_read,
+            "graph.val_samples_per_run": self.graph.val_samples_per_run,
+            "graph.max_val_samples": self.graph.max_val_samples,
         }
         bad = {k: v for k, v in positive.items() if v < 1}
         if bad:

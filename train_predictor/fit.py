@@ -92,12 +92,20 @@ def fit(
     *,
     fingerprint: dict[str, Any] | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
+    loss: Callable[[Predictor, Any], Tensor] | None = None,
+    evaluate_fn: Callable[[Predictor, Any], dict[str, float]] | None = None,
 ) -> FitResult:
     """Fit `predictor` for `settings.steps` steps in total, resuming from the latest checkpoint in
     `checkpoints` (whose `fingerprint` must match). `make_batches(start_step)` gives the batch
     stream of this invocation. `log` gets one row per validation (rank 0). Raises `NoTrainingData`
-    when a rank's stream is empty."""
+    when a rank's stream is empty.
+
+    Batches are (windows, targets) scored by `predictor.loss` and `validation` is `Windows` scored
+    by `evaluate`, unless `loss(predictor, batch)` and `evaluate_fn(predictor, validation)` (whose
+    dict has a "loss") say otherwise: the `nino` graph network trains on whole-model samples
+    (`graph_data`)."""
     run = _FitRun(predictor, validation, settings, Path(checkpoints), _json_roundtrip(fingerprint or {}), log)
+    run.loss_fn, run.evaluate_fn = loss or _window_loss, evaluate_fn
     start = run.resume()
     if start < settings.steps:
         run.train(make_batches(start), start)
@@ -249,6 +257,8 @@ class _FitRun:
         self.validation = validation if validation is not None and len(validation) > 0 else None
         self.settings, self.checkpoints, self.fingerprint, self.log = settings, checkpoints, fingerprint, log
         self.best_step, self.best_loss, self.best_state = 0, math.inf, None
+        self.loss_fn: Callable[[Predictor, Any], Tensor] = _window_loss
+        self.evaluate_fn: Callable[[Predictor, Any], dict[str, float]] | None = None
 
     def resume(self) -> int:
         """Load the latest checkpoint and return its step; or, on a fresh start, clear what a kill
@@ -303,7 +313,11 @@ class _FitRun:
         """Log a row for `step`; with validation windows, score the weights and keep them if best."""
         row: dict[str, Any] = {"step": step, "train_loss": train_loss}
         if self.validation is not None:
-            metrics = evaluate(self.predictor, self.validation, batch_size=self.settings.eval_batch_size)
+            metrics = (
+                self.evaluate_fn(self.predictor, self.validation)
+                if self.evaluate_fn is not None
+                else evaluate(self.predictor, self.validation, batch_size=self.settings.eval_batch_size)
+            )
             if metrics["loss"] < self.best_loss:
                 self.best_step, self.best_loss = step, metrics["loss"]
                 self.best_state = {k: v.detach().clone() for k, v in self.predictor.state_dict().items()}
@@ -326,7 +340,7 @@ class _FitRun:
         return FitResult(self.predictor.cpu(), start, best_step, best_loss)
 
     def _objective(self) -> nn.Module:
-        objective = _Objective(self.predictor)
+        objective = _Objective(self.predictor, self.loss_fn)
         if not dist.is_initialized():
             return objective
         device = self.settings.device
@@ -337,8 +351,7 @@ class _FitRun:
         """One optimizer step at learning rate `lr` (a function of the step alone: nothing to resume)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        window, target = (t.to(self.settings.device, non_blocking=True) for t in batch)
-        loss = objective(window, target)
+        loss = objective(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -348,12 +361,19 @@ class _FitRun:
 class _Objective(nn.Module):
     """The predictor's training loss as `forward`, so DistributedDataParallel sees (and syncs) it."""
 
-    def __init__(self, predictor: Predictor):
+    def __init__(self, predictor: Predictor, loss: Callable[[Predictor, Any], Tensor]):
         super().__init__()
-        self.predictor = predictor
+        self.predictor, self.loss = predictor, loss
 
-    def forward(self, window: Tensor, target: Tensor) -> Tensor:
-        return self.predictor.loss(window, target)
+    def forward(self, batch: Any) -> Tensor:
+        return self.loss(self.predictor, batch)
+
+
+def _window_loss(predictor: Predictor, batch: Batch) -> Tensor:
+    """The predictor's own loss on a (windows, targets) batch, moved to its device."""
+    device = next(predictor.parameters()).device
+    window, target = (t.to(device, non_blocking=True) for t in batch)
+    return predictor.loss(window, target)
 
 
 def _all_ranks(flag: bool, device: torch.device) -> bool:

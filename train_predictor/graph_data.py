@@ -56,6 +56,7 @@ __all__ = [
     "graph_batches",
     "graph_batch_loss",
     "graph_validation_samples",
+    "graph_validation_loss",
     "evaluate_graphs",
 ]
 
@@ -230,6 +231,13 @@ def graph_validation_samples(
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(long_enough, size=min(limit, len(long_enough)), replace=False).tolist())
     return list(graph_samples(source, chosen, predictor, samples_per_run=samples_per_run, seed=seed))
+
+
+def graph_validation_loss(predictor: Predictor, samples: Sequence[GraphSample]) -> dict[str, float]:
+    """{"loss": the mean `graph_loss` over `samples`}: what `fit` validates with."""
+    with torch.no_grad():
+        total = sum(graph_batch_loss(predictor, [s]).item() for s in samples)
+    return {"loss": total / max(len(samples), 1)}
 
 
 def evaluate_graphs(

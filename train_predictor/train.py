@@ -46,6 +46,13 @@ from weightcast.train_predictor.data import (
     validation_windows,
 )
 from weightcast.train_predictor.fit import FitResult, FitSettings, NoTrainingData, evaluate, fit
+from weightcast.train_predictor.graph_data import (
+    evaluate_graphs,
+    graph_batch_loss,
+    graph_batches,
+    graph_validation_loss,
+    graph_validation_samples,
+)
 from weightcast.train_predictor.predictors import Predictor, build_predictor
 
 __all__ = [
@@ -209,6 +216,8 @@ class _Run:
     def _fit_kind(
         self, kind: str, template: Predictor, result: TrainResult, tracker: _Tracker | None
     ) -> dict[str, Predictor]:
+        if self.config.graph.enabled and hasattr(template, "graph_loss"):
+            return self._fit_graph_kind(kind, template, result, tracker)
         spec = WindowSpec.of(template)
         fitted: dict[str, Predictor] = {}
         for layer_type in self.layer_types:
@@ -284,6 +293,85 @@ class _Run:
         if outcome.start_step:
             self.echo(f"{kind}/{layer_type}: resumed from the checkpoint at step {outcome.start_step}")
         return outcome
+
+    def _fit_graph_kind(
+        self, kind: str, template: Predictor, result: TrainResult, tracker: _Tracker | None
+    ) -> dict[str, Predictor]:
+        """A graph network (`nino`): ONE fit on whole-model samples of the training runs, validated
+        on whole-model samples of the held-out runs (its graph path against the baselines per
+        layer type), then one copy per layer type, configured with that type, for the bundle."""
+        config, graph = self.config, self.config.graph
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)  # the same initial weights on every rank and resume
+            predictor = build_predictor(kind, **template.config)
+        validation = []
+        if self.context.rank == 0:
+            validation = graph_validation_samples(
+                self.source, self.val_ids, predictor, samples_per_run=graph.val_samples_per_run,
+                max_samples=graph.max_val_samples, seed=config.seed,
+            )  # fmt: skip
+
+        def make_batches(start: int):
+            return graph_batches(
+                self.source, self.train_ids, predictor, batch_size=graph.batch_size,
+                samples_per_run=graph.samples_per_run, num_batches=config.steps - start,
+                runs_per_read=graph.runs_per_read, seed=(config.seed, zlib.crc32(kind.encode()), start),
+            )  # fmt: skip
+
+        settings = FitSettings(
+            steps=config.steps, optimizer=config.optimizer, schedule=config.schedule,
+            eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
+            device=self.context.device, progress=config.progress, desc=f"{kind}/graph",
+        )  # fmt: skip
+        fingerprint = {
+            "kind": kind,
+            "layer_type": "graph",
+            "predictor": predictor.config,
+            "population_hash": self.source.index["population_hash"],
+            "validation_runs": hashlib.sha1(",".join(sorted(self.val_ids)).encode()).hexdigest()[:16],
+        }
+        log = (lambda row: tracker.log(kind, "graph", row)) if tracker is not None else None
+        try:
+            outcome = fit(
+                predictor, make_batches, validation or None, settings, self.out / CHECKPOINTS_DIR / kind / "graph",
+                fingerprint=fingerprint, log=log, loss=graph_batch_loss, evaluate_fn=graph_validation_loss,
+            )  # fmt: skip
+        except NoTrainingData:
+            snapshots = sorted({r["snapshots"] for r in self.train_runs})
+            raise ConfigError(
+                f"predictor {kind!r} has no whole-model training sample: a sample needs input_length + "
+                f"horizon = {predictor.input_length + predictor.horizon} snapshots, the training runs have "
+                f"{snapshots}; shorten the window (predictor_kwargs.{kind}) or collect longer runs"
+            ) from None
+        if outcome.start_step:
+            self.echo(f"{kind}/graph: resumed from the checkpoint at step {outcome.start_step}")
+        trained = outcome.predictor
+        fitted = {}
+        for layer_type in self.layer_types:
+            fitted[layer_type] = build_predictor(kind, **{**trained.config, "layer_type": layer_type})
+            fitted[layer_type].load_state_dict(trained.state_dict())
+        if self.context.rank == 0 and validation:
+            baselines = {}
+            for name in BASELINES:
+                try:
+                    baselines[name] = build_predictor(name, input_length=trained.input_length, horizon=trained.horizon)
+                except ConfigError:  # linear-fit needs two inputs
+                    continue
+            errors = evaluate_graphs(trained, validation, baselines)
+            for layer_type in self.layer_types:
+                row = errors["layer_types"].get(layer_type)
+                if row is None:
+                    continue
+                result.validation.setdefault(kind, {})[layer_type] = {
+                    "windows": row["windows"],
+                    "input_length": trained.input_length,
+                    "horizon": trained.horizon,
+                    "best_step": outcome.best_step,
+                    "methods": row["methods"],
+                }
+        elif self.context.rank == 0:
+            self.echo(f"{kind}/graph: not validated (no held-out run is long enough)")
+        return fitted
 
     def _validation(self, layer_type: str, spec: WindowSpec) -> tuple[Windows, dict[str, dict[str, float]]]:
         """The held-out windows of one layer type and geometry (cut once, rank 0 only) and the
