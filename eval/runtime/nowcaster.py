@@ -21,7 +21,9 @@ predicted parameter (CPU float32 by default), one preallocated (input_length, N)
 type that holds all N scalars of that type's parameters side by side, so one jump is one
 chunked `predict` per layer type (a `per_tensor` predictor such as NiNo's, which standardizes each
 parameter tensor by its own statistics, gets one call per parameter tensor instead, with its
-layer type). The buffer holds the weights at construction and after every `snapshot_every`-th
+layer type; a graph predictor, `nino`, one `predict_graph` call on the model's neuron graph, built
+once, for every parameter the graph places: `eval.runtime.graph_path`). The buffer holds the
+weights at construction and after every `snapshot_every`-th
 call (every call by default); windows are taken oldest first. Units: `period` and
 `farcast_after` count calls, `horizon` counts snapshot intervals (calls when `snapshot_every`
 is 1), so call it at the cadence its bundle was trained on (epochs for WNN and LFD-2, a state
@@ -107,6 +109,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from weightcast.eval.runtime.config import BUFFER_DTYPES, NowcastConfig, horizon_schedule
+from weightcast.eval.runtime.graph_path import GraphPath
 from weightcast.eval.runtime.guard import allowed_rise, line_search, trajectory_noise
 from weightcast.eval.runtime.optimizer_policy import apply_optimizer_policy
 from weightcast.eval.runtime.probe import LossFn, ProbeLoss, evaluate_probe, probe_batch
@@ -198,6 +201,8 @@ class Nowcaster:
         self._horizons = horizon_schedule(self.config)  # jump j goes _horizons[min(j, len - 1)] ahead
         self.predicted, self.untouched = self._select_parameters()
         self._groups = self._build_groups()
+        # a graph predictor (nino): the neuron graph, built once; one predict_graph call per jump
+        self._graph = GraphPath.build(self.module, self.bundle, self.predicted)
         self._params = [p for group in self._groups for p in group.params]
         self._device = self._params[0].device  # where the all_reduce of rank decisions runs
         self._next = 0  # ring slot the next snapshot goes to
@@ -344,7 +349,8 @@ class Nowcaster:
         before = after = None  # probe losses, with the guard on
         backup: list[Tensor] | None = None
         try:
-            steps = [self._predicted_step(group, horizon) for group in self._groups]
+            graph_steps = self._graph.steps(self._groups, self._next, horizon) if self._graph else {}
+            steps = [self._predicted_step(group, horizon, graph_steps) for group in self._groups]
             nonfinite = [
                 g.layer_type for g, step in zip(self._groups, steps) if not torch.isfinite(step).all()
             ]
@@ -443,7 +449,7 @@ class Nowcaster:
             for param, saved in zip(self._params, backup):
                 param.copy_(saved)
 
-    def _predicted_step(self, group: _Group, horizon: int) -> Tensor:
+    def _predicted_step(self, group: _Group, horizon: int, graph_steps: dict[str, Tensor]) -> Tensor:
         """(N,) prediction `horizon` ahead - last snapshot for every scalar of `group`, at least
         float32, on the buffer's device; oldest snapshot first. Element-wise predictors get windows
         of `chunk_size` scalars; a `per_tensor` predictor (NiNo) one parameter tensor at a time."""
@@ -455,7 +461,10 @@ class Nowcaster:
         step = torch.empty(total, dtype=dtype, device=group.history.device)
         if getattr(group.predictor, "per_tensor", False):
             spans = itertools.accumulate(group.sizes, initial=0)
-            for begin, end in itertools.pairwise(spans):
+            for name, (begin, end) in zip(group.names, itertools.pairwise(spans)):
+                if name in graph_steps:  # predicted on the neuron graph (eval.runtime.graph_path)
+                    step[begin:end] = graph_steps[name]
+                    continue
                 window = group.history[order, begin:end].T.to(dtype)  # (numel, input_length)
                 prediction = group.predictor.predict(
                     window, horizon, layer_type=group.layer_type, chunk_size=chunk
