@@ -191,7 +191,7 @@ def _run(config: TrainConfig, task, hook: NowcastHook | None) -> dict[str, Any]:
             "probe_seconds": stats.probe_seconds,
             "attempted": stats.attempted,
             "accepted": stats.accepted,
-            "rolled_back": stats.rolled_back_guard + stats.rolled_back_nonfinite,
+            "rolled_back": stats.rolled_back_guard + stats.rolled_back_lookahead + stats.rolled_back_nonfinite,
             "skipped": stats.skipped,
             "scales": [j.scale for j in stats.jumps if j.outcome == "accepted"],
             "probes": sum(j.probes for j in stats.jumps),

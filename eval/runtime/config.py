@@ -49,7 +49,10 @@ class NowcastConfig:
     optimizer_policy: str = "keep"  # keep | reset | rescale
     momentum_scale: float = 0.5  # rescale: factor on the first-moment buffers
     guard: bool = True  # judge every jump by the probe loss (eval.runtime.guard); False: keep them all
-    guard_rule: str = "line-search"  # line-search | veto (eval.runtime.guard)
+    guard_rule: str = "line-search"  # line-search | veto | accept (eval.runtime.guard)
+    # Judge a kept jump again at the next snapshot: if the probe loss has not come back to its value
+    # before the jump (within `tolerance`), restore the weights and optimizer state from before it.
+    lookahead: bool = False
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])  # line-search: fractions of a step
     expand: bool = False  # line-search: also try 2x a full step that lowered the loss
     # The allowed rise of the probe loss is the largest of: tolerance x |before|; progress_tolerance x

@@ -12,6 +12,13 @@ Rules (`NowcastConfig.guard_rule`):
   about large ones) and gave up most of the gain. With `expand`, a full step that lowered the loss
   is doubled if that lowers it further.
 - "veto" (the rule before): one probe at scale 1, kept if within the allowed rise.
+- "accept": the full step, kept without a probe right after it; with `lookahead`, the only test
+  is the one below.
+
+Look-ahead (`NowcastConfig.lookahead`): a kept jump is judged again at the next snapshot, after
+the optimizer has trained from it for one snapshot interval: if the probe loss is then above its
+value before the jump by more than `tolerance`, the weights and the optimizer state are restored
+to what they were before the jump (the interval's training is lost). `confirmed` decides.
 
 Allowed rise: the largest of
 - `tolerance * |before|`, a relative rise (1% by default);
@@ -36,9 +43,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GUARD_RULES", "SearchResult", "allowed_rise", "line_search", "trajectory_noise"]
+__all__ = ["GUARD_RULES", "SearchResult", "allowed_rise", "confirmed", "line_search", "trajectory_noise"]
 
-GUARD_RULES = ("line-search", "veto")
+GUARD_RULES = ("line-search", "veto", "accept")
 
 
 @dataclass
@@ -62,6 +69,12 @@ def allowed_rise(
     """How far above `before` the probe loss of a kept jump may be (module docstring)."""
     progress = progress if math.isfinite(progress) and progress > 0 else 0.0  # no fall, no credit
     return max(tolerance * abs(before), progress_tolerance * progress, noise_tolerance * noise)
+
+
+def confirmed(before: float, later: float, tolerance: float) -> bool:
+    """The look-ahead's verdict on a kept jump: the probe loss one snapshot interval after it,
+    `later`, is finite and within `tolerance` (relative) of `before`, its value before the jump."""
+    return math.isfinite(later) and later <= before + tolerance * abs(before)
 
 
 def line_search(

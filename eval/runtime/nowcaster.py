@@ -55,7 +55,10 @@ module's train/eval mode too). The default rule, "line-search", keeps the larges
 fall over the period before the jump, whichever is larger (a jump that lands ahead of the
 trajectory but slightly off it raises the loss for a few steps, then pays off). If no scale
 does, the weights are restored exactly and the rollback is counted. "veto" (the rule before)
-probes scale 1 only. `python -m weightcast.eval.guard_benchmark` measures the rules. The probe is
+probes scale 1 only, "accept" none. With `lookahead`, a kept jump is judged again at the next
+snapshot and undone (weights and optimizer state) if the probe loss has not come back to its value
+before the jump (`rolled_back_lookahead`; the interval's training is lost). `python -m
+weightcast.eval.guard_benchmark` measures the rules. The probe is
 evaluated once at construction: a probe that returns anything but one number fails there, and
 a NaN/Inf probe loss warns once (every jump is then rolled back). Predictions with NaN or Inf are
 never written: the jump is rolled back with a `NowcastWarning` and counted: bad predicted
@@ -88,7 +91,8 @@ Optimizer state after an accepted jump, `optimizer_policy` (only jumped paramete
 
 Cost: no autograd, windows gathered and predicted `chunk_size` scalars at a time; memory beyond
 the model: the buffer (input_length copies, on `buffer_device`), the predicted steps (one float32
-copy) and, during a jump, a backup of the jumped parameters on their device. `stats`
+copy) and, during a jump, a backup of the jumped parameters on their device (with `lookahead`,
+kept with a copy of their optimizer state until the verdict). `stats`
 (`NowcastStats`, `eval.runtime.stats`) counts calls, jumps attempted / accepted / rolled back
 (guard, non-finite, error) / skipped, probes and the seconds spent (the probe's among them); each
 `Jump` records its horizon and kept scale.
@@ -110,7 +114,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from weightcast.eval.runtime.config import BUFFER_DTYPES, NowcastConfig, horizon_schedule
 from weightcast.eval.runtime.graph_path import GraphPath
-from weightcast.eval.runtime.guard import allowed_rise, line_search, trajectory_noise
+from weightcast.eval.runtime.guard import allowed_rise, confirmed, line_search, trajectory_noise
 from weightcast.eval.runtime.optimizer_policy import apply_optimizer_policy
 from weightcast.eval.runtime.probe import LossFn, ProbeLoss, evaluate_probe, probe_batch
 from weightcast.eval.runtime.stats import Jump, NowcastStats
@@ -218,6 +222,7 @@ class Nowcaster:
         self._warned_nan = False
         self._probes = 0  # probe evaluations so far
         self._reference = math.nan  # probe loss at the period's start (construction, last attempt)
+        self._pending: _Pending | None = None  # a kept jump awaiting the look-ahead's verdict
         self.stats = NowcastStats()
         self.probe = self._check_probe(probe)  # evaluates it once: a bad probe fails here
         self._snapshot(self._reference)  # the weights at construction: w_0 of a farcast window
@@ -233,6 +238,10 @@ class Nowcaster:
         self.stats.calls += 1
         jump = None
         try:
+            if self._pending is not None:  # due with the first snapshot after the jump
+                self._pending.calls += 1
+                if self._pending.calls >= self.config.snapshot_every:
+                    self._judge_pending()
             if not self._finished:
                 self._since_snapshot += 1
                 self._since_attempt += 1
@@ -271,6 +280,7 @@ class Nowcaster:
             "warned_nan": self._warned_nan,
             "probes": self._probes,
             "reference": self._reference,
+            "pending": None if self._pending is None else dataclasses.asdict(self._pending),
             "stats": dataclasses.asdict(self.stats),
         }
 
@@ -308,6 +318,8 @@ class Nowcaster:
         stats = dict(state["stats"])
         stats["jumps"] = [Jump(**jump) for jump in stats["jumps"]]
         self.stats = NowcastStats(**stats)
+        pending = state["pending"]
+        self._pending = None if pending is None else _Pending(**pending)
 
     def _cadence(self) -> dict[str, Any]:
         """What fixes when snapshots and jumps fall and how far they go: a checkpoint must match it."""
@@ -319,6 +331,7 @@ class Nowcaster:
             "horizon",
             "horizon_schedule",
             "max_calls",
+            "lookahead",
         )
         return {key: getattr(self.config, key) for key in keys} | {"input_length": self.bundle.input_length}
 
@@ -348,6 +361,7 @@ class Nowcaster:
         start, config, probes = time.perf_counter(), self.config, self._probes
         before = after = None  # probe losses, with the guard on
         backup: list[Tensor] | None = None
+        pending: _Pending | None = None
         try:
             graph_steps = self._graph.steps(self._groups, self._next, horizon) if self._graph else {}
             steps = [self._predicted_step(group, horizon, graph_steps) for group in self._groups]
@@ -384,16 +398,21 @@ class Nowcaster:
                     self._write(steps, scale, backup)
                     return self._probe_loss()
 
-                result = line_search(
-                    loss_at, before, config.scales if line else [1.0], rise, expand=line and config.expand
-                )
-                scale, after = result.scale, result.loss
-                self._reference = after if scale else before  # the next period's starting loss
-                if scale == 0.0:
-                    self._restore(backup)
-                    return self._record("rolled_back_guard", start, horizon, probes, before, after, 0.0)
-                if scale != result.tried[-1][0]:  # the weights hold the last scale probed
-                    self._write(steps, scale, backup)
+                if config.guard_rule == "accept":  # no probe now: the look-ahead judges it, if on
+                    self._write(steps, 1.0, backup)
+                else:
+                    result = line_search(
+                        loss_at, before, config.scales if line else [1.0], rise, expand=line and config.expand
+                    )
+                    scale, after = result.scale, result.loss
+                    self._reference = after if scale else before  # the next period's starting loss
+                    if scale == 0.0:
+                        self._restore(backup)
+                        return self._record("rolled_back_guard", start, horizon, probes, before, after, 0.0)
+                    if scale != result.tried[-1][0]:  # the weights hold the last scale probed
+                        self._write(steps, scale, backup)
+                if config.lookahead:  # what to restore if the look-ahead fails, before the policy runs
+                    pending = _Pending(backup, self._optimizer_state(), before, len(self.stats.jumps))
             else:
                 self._write(steps, 1.0, backup)
             apply_optimizer_policy(
@@ -406,6 +425,7 @@ class Nowcaster:
             raise
         self._next = self._count = 0  # restart the history from the jumped weights
         self._losses = []
+        self._pending = pending
         self._snapshot(after)
         jump = self._record("accepted", start, horizon, probes, before, after, scale)
         self._jump_seconds = (
@@ -443,6 +463,41 @@ class Nowcaster:
                 for piece, (param, saved) in zip(step.split(group.sizes), params):  # pieces first: zip
                     # stops on them without taking the next group's parameter
                     param.copy_(saved).add_(piece.view(param.shape).to(param), alpha=scale)
+
+    def _judge_pending(self) -> None:
+        """The look-ahead's verdict on the pending jump (eval.runtime.guard): keep it, or restore the
+        weights and the optimizer state from before it and restart the history from them."""
+        pending, self._pending = self._pending, None
+        later = self._probe_loss()
+        jump = self.stats.jumps[pending.jump]
+        jump.probe_lookahead = later
+        if confirmed(pending.before, later, self.config.tolerance):
+            return
+        self._restore(pending.weights)
+        if self.optimizer is not None:
+            for param, saved in zip(self._params, pending.optimizer):
+                if saved is None:
+                    self.optimizer.state.pop(param, None)
+                else:
+                    self.optimizer.state[param] = saved
+        jump.outcome, jump.scale = "rolled_back_lookahead", 0.0
+        self.stats.accepted -= 1
+        self.stats.rolled_back_lookahead += 1
+        self._next = self._count = 0  # the snapshots since the jump are of the undone trajectory
+        self._losses = []
+        self._reference = pending.before
+
+    def _optimizer_state(self) -> list[dict[str, Any] | None]:
+        """A copy of the optimizer's per-parameter state (momenta, step counts) of every predicted
+        parameter, None where it has none; not its param_groups, whose learning rates the schedule
+        owns."""
+        if self.optimizer is None:
+            return [None] * len(self._params)
+        state = self.optimizer.state
+        return [
+            {k: v.clone() if torch.is_tensor(v) else v for k, v in state[p].items()} if p in state else None
+            for p in self._params
+        ]
 
     def _restore(self, backup: list[Tensor]) -> None:
         with torch.no_grad():
@@ -604,6 +659,17 @@ class Nowcaster:
             history = torch.empty(self.bundle.input_length, sum(sizes), dtype=dtype, device=device)
             groups.append(_Group(layer_type, predictor, names, members, sizes, history))
         return groups
+
+
+@dataclass
+class _Pending:
+    """A kept jump awaiting the look-ahead's verdict: what to restore if it fails."""
+
+    weights: list[Tensor]  # the predicted parameters before the jump
+    optimizer: list[dict[str, Any] | None]  # their optimizer state before it (`_optimizer_state`)
+    before: float  # the probe loss before the jump
+    jump: int  # its index in stats.jumps
+    calls: int = 0  # calls since the jump
 
 
 @dataclass

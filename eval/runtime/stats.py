@@ -10,7 +10,10 @@ __all__ = ["OUTCOMES", "Jump", "NowcastStats"]
 
 # What an attempted jump came to; each is a `NowcastStats` counter. rolled_back_error: an exception
 # (OOM, KeyboardInterrupt) inside the attempt, after which the weights are restored and it propagates.
-OUTCOMES = ("accepted", "rolled_back_guard", "rolled_back_nonfinite", "rolled_back_error")
+# rolled_back_lookahead: kept at first, undone at the next snapshot (NowcastConfig.lookahead).
+OUTCOMES = (
+    "accepted", "rolled_back_guard", "rolled_back_lookahead", "rolled_back_nonfinite", "rolled_back_error"
+)
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Jump:
     horizon: Optional[int] = None  # snapshot intervals ahead it was predicted
     scale: float = 1.0  # the fraction of the predicted step kept (0.0: rolled back)
     probes: int = 0  # probe-loss evaluations it took
+    probe_lookahead: Optional[float] = None  # with lookahead: the probe loss one snapshot interval later
 
 
 @dataclass
@@ -35,6 +39,7 @@ class NowcastStats:
     attempted: int = 0
     accepted: int = 0
     rolled_back_guard: int = 0
+    rolled_back_lookahead: int = 0
     rolled_back_nonfinite: int = 0
     rolled_back_error: int = 0
     skipped: int = 0  # due jumps not attempted: their cost would not pay (NowcastConfig.min_payoff)

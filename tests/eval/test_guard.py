@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 from weightcast.eval.runtime import NowcastConfig, Nowcaster
-from weightcast.eval.runtime.guard import allowed_rise, line_search, trajectory_noise
+from weightcast.eval.runtime.guard import allowed_rise, confirmed, line_search, trajectory_noise
 from weightcast.train_predictor.bundle import PredictorBundle
 
 
@@ -54,6 +54,12 @@ def test_allowed_rise_is_the_largest_credit():
     assert allowed_rise(2.0, 0.01, progress=-1.0, progress_tolerance=0.5) == pytest.approx(0.02)  # no fall
     assert allowed_rise(2.0, 0.01, progress=math.nan, progress_tolerance=0.5) == pytest.approx(0.02)
     assert allowed_rise(2.0, 0.01, noise=0.3, noise_tolerance=2.0) == pytest.approx(0.6)
+
+
+def test_lookahead_confirms_a_loss_back_within_tolerance_of_its_value_before_the_jump():
+    assert confirmed(2.0, 2.0, 0.0) and confirmed(2.0, 2.02, 0.01) and not confirmed(2.0, 2.03, 0.01)
+    assert confirmed(-1.0, -0.99, 0.01)  # relative to |before|: a negative loss works too
+    assert not confirmed(2.0, math.nan, 1.0) and not confirmed(2.0, math.inf, 1.0)
 
 
 def test_trajectory_noise_is_the_residual_spread_about_a_line():

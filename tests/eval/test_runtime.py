@@ -151,6 +151,58 @@ def test_guard_rolls_back_a_jump_that_raises_the_probe_loss():
         torch.testing.assert_close(param.detach(), start[name] * (1 - 0.05 * 10))
 
 
+def _momentum_sgd(model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum after one step: every parameter has a momentum buffer."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sum(p.sum() for p in model.parameters()).backward()
+    optimizer.step()
+    return optimizer
+
+
+def test_lookahead_undoes_a_jump_whose_loss_has_not_come_back():
+    """guard_rule="accept" keeps the full jump without a probe after it; one snapshot interval
+    later the probe loss is still above its value before the jump, so the weights and the
+    optimizer state go back to what they were before the jump, and the history restarts there."""
+    model = _linear_model()
+    optimizer = _momentum_sgd(model)
+    probe = lambda module: float(sum(p.abs().sum() for p in module.parameters()))  # noqa: E731
+    start = _params(model)
+    outwards = {n: 0.1 * v for n, v in start.items()}
+    config = NowcastConfig(guard_rule="accept", lookahead=True, tolerance=0.01)
+    nowcaster = Nowcaster(model, optimizer, _bundle(), config, probe=probe)
+    jump = _run_linear(model, nowcaster, start, outwards, range(1, 6))[-1]
+    assert jump.outcome == "accepted" and jump.probe_after is None and jump.probes == 1  # the before
+    momenta = [optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
+    for p in model.parameters():  # training after the jump changes the optimizer state
+        optimizer.state[p]["momentum_buffer"].mul_(3.0)
+    _set(model, {n: start[n] + outwards[n] * 11 for n in start})  # still outwards: the loss is higher
+    assert nowcaster() is None
+    assert jump.outcome == "rolled_back_lookahead" and jump.scale == 0.0
+    assert jump.probe_lookahead == float(sum((start[n] + outwards[n] * 11).abs().sum() for n in start))
+    for name, param in model.named_parameters():  # the weights before the jump, exactly
+        assert torch.equal(param.detach(), start[name] + outwards[name] * 5)
+    for p, momentum in zip(model.parameters(), momenta):  # and the optimizer state before it
+        assert torch.equal(optimizer.state[p]["momentum_buffer"], momentum)
+    stats = nowcaster.stats
+    assert (stats.accepted, stats.rolled_back_lookahead, stats.attempted) == (0, 1, 1)
+    assert nowcaster._count == 1  # the history restarted from the restored weights
+
+
+def test_lookahead_keeps_a_jump_whose_loss_has_come_back():
+    model = _linear_model()
+    probe = lambda module: float(sum(p.abs().sum() for p in module.parameters()))  # noqa: E731
+    start = _params(model)
+    inwards = {n: -0.05 * v for n, v in start.items()}
+    config = NowcastConfig(guard_rule="accept", lookahead=True)
+    nowcaster = Nowcaster(model, None, _bundle(), config, probe=probe)
+    jump = _run_linear(model, nowcaster, start, inwards, range(1, 6))[-1]
+    jumped = _params(model)
+    nowcaster()  # the verdict: the weights are the jumped ones, whose loss is below the one before
+    assert jump.outcome == "accepted" and jump.probe_lookahead < jump.probe_before
+    assert all(torch.equal(param.detach(), jumped[name]) for name, param in model.named_parameters())
+    assert (nowcaster.stats.accepted, nowcaster.stats.rolled_back_lookahead) == (1, 0)
+
+
 def test_guard_tolerance_admits_a_small_rise():
     model = _linear_model()
     start = _params(model)
@@ -608,7 +660,7 @@ def test_an_all_nan_probe_warns_once_and_every_jump_is_rolled_back():
 # --- checkpointing --------------------------------------------------------------------------
 
 
-def _resumable_run(steps, checkpoint_at=None, path=None):
+def _resumable_run(steps, checkpoint_at=None, path=None, **nowcast):
     """A plain loop on fixed data: an MLP, AdamW, a nowcaster called every step (a snapshot every
     2 steps, a jump every 10, the line-search guard). With `checkpoint_at`, the model, optimizer
     and nowcaster are saved after that step and everything is rebuilt from the checkpoint."""
@@ -619,7 +671,7 @@ def _resumable_run(steps, checkpoint_at=None, path=None):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
-        config = NowcastConfig(snapshot_every=2, period=10, optimizer_policy="rescale")
+        config = NowcastConfig(snapshot_every=2, period=10, optimizer_policy="rescale", **nowcast)
         probe = (x[:32], y[:32], nn.functional.mse_loss)
         return model, optimizer, Nowcaster(model, optimizer, _bundle(), config, probe=probe)
 
@@ -646,15 +698,20 @@ def _resumable_run(steps, checkpoint_at=None, path=None):
     return model, nowcaster
 
 
-@pytest.mark.parametrize("checkpoint_at", [7, 10, 23])  # mid-period, right after a jump, off a snapshot
-def test_a_resumed_run_makes_exactly_the_jumps_of_an_uninterrupted_one(tmp_path, checkpoint_at):
-    plain_model, plain = _resumable_run(40)
-    model, resumed = _resumable_run(40, checkpoint_at, tmp_path / "checkpoint.pt")
+@pytest.mark.parametrize("lookahead", [False, True], ids=["line-search", "lookahead"])
+# mid-period, right after a jump, off a snapshot, between the jump at step 30 and its look-ahead verdict
+@pytest.mark.parametrize("checkpoint_at", [7, 10, 23, 31])
+def test_a_resumed_run_makes_exactly_the_jumps_of_an_uninterrupted_one(tmp_path, checkpoint_at, lookahead):
+    """With the look-ahead, the checkpoint after step 31 holds the step-30 jump awaiting its verdict."""
+    plain_model, plain = _resumable_run(40, lookahead=lookahead)
+    model, resumed = _resumable_run(40, checkpoint_at, tmp_path / "checkpoint.pt", lookahead=lookahead)
     for a, b in zip(plain_model.parameters(), model.parameters()):
         assert torch.equal(a, b)  # bit-identical: same jumps, same scales, same optimizer state
     outcomes = lambda n: [(j.call, j.outcome, j.scale, j.horizon) for j in n.stats.jumps]  # noqa: E731
     assert outcomes(resumed) == outcomes(plain) and len(outcomes(plain)) == 4
     assert plain.stats.accepted >= 1  # the run exercised an accepted jump, not only rollbacks
+    judged = [j.call for j in resumed.stats.jumps if j.probe_lookahead is not None]
+    assert judged == ([30] if lookahead else [])  # the look-ahead judged the jump across the checkpoint
     assert (resumed.stats.calls, resumed.stats.attempted) == (plain.stats.calls, plain.stats.attempted)
 
 
