@@ -29,12 +29,14 @@ memory at one (E, H) edge state plus a chunk's temporaries, linear in the parame
 
 Two ways to call it:
 - `predict_graph(graph, states, horizon)`: the whole model at once, states {name: (c, *shape)};
-  the runtime's path. Parameters without connectivity (`graph.fallback`) take the per-scalar path.
+  the runtime's path (`eval.runtime.graph_path`). Parameters without connectivity
+  (`graph.fallback`) take the per-scalar path. Its training objective is `graph_loss(graph,
+  states, targets)` on standardized whole-model samples (`train_predictor.graph_data`): what
+  `weightcast train-predictor` trains `nino` on by default (config `graph.enabled`), as NiNo does.
 - the `Predictor` interface (`predict(window, horizon, layer_type=...)`, `loss`): ONE tensor's
   window (numel, c) without a graph: each scalar is an isolated edge between two nodes with
-  self-loops and no positional encoding, i.e. the per-scalar path. This is what the
-  train-predictor pipeline trains (its windows carry no graph): an approximation of NiNo's
-  training on whole graphs, which needs per-model samples the shards do not provide yet.
+  self-loops and no positional encoding, i.e. the per-scalar path. The pipeline trains this one
+  only with `graph.enabled=false` (per layer type, on scalar windows): an approximation.
 """
 
 from __future__ import annotations
