@@ -23,7 +23,6 @@ import time
 
 import torch
 from torch import nn
-
 from weightcast.train_predictor.graph_data import graph_batch_loss, graph_sample
 from weightcast.train_predictor.predictors import build_predictor
 from weightcast.train_predictor.predictors.neuron_graph import build_neuron_graph
@@ -31,7 +30,7 @@ from weightcast.zoo.layer_types import layer_types
 from weightcast.zoo.models import count_parameters, create_model
 from weightcast.zoo.tasks.base import TaskSpec
 
-__all__ = ["step_seconds", "graph_bytes", "main"]
+__all__ = ["graph_bytes", "main", "step_seconds"]
 
 MNIST1D = TaskSpec("signal", (1, 40), 10, "classification")
 MNIST = TaskSpec("image", (1, 28, 28), 10, "classification")

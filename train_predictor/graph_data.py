@@ -25,40 +25,44 @@ Under torchrun each rank reads its own runs (runs[rank::world]); every rank gets
 
 from __future__ import annotations
 
-import functools
 import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
 from torch import Tensor, nn
-
 from weightcast.collect import decode_sample
-from weightcast.errors import WeightcastError
-from weightcast.zoo.models import create_model
-from weightcast.zoo.tasks import get_task
-
 from weightcast.train_predictor.data import CollectionSource
 from weightcast.train_predictor.predictors import Predictor
 from weightcast.train_predictor.predictors.neuron_graph import NeuronGraph, build_neuron_graph
 from weightcast.train_predictor.predictors.nino import tensor_stats
+from weightcast.zoo.models import create_model
+from weightcast.zoo.tasks import get_task
+
+from weightcast.errors import WeightcastError
 
 __all__ = [
     "GraphDataError",
     "GraphSample",
-    "run_model",
-    "run_graph",
+    "evaluate_graphs",
+    "graph_batch_loss",
+    "graph_batches",
     "graph_sample",
     "graph_samples",
-    "graph_batches",
-    "graph_batch_loss",
-    "graph_validation_samples",
     "graph_validation_loss",
-    "evaluate_graphs",
+    "graph_validation_samples",
+    "run_graph",
+    "run_model",
 ]
+
+
+# (arch, arch_kwargs, task, data_dir, max_feat) as JSON -> its neuron graph: one per architecture a
+# collection holds (a graph is O(parameters); a zoo has tens of architectures)
+_GRAPHS: dict[str, NeuronGraph] = {}
 
 
 class GraphDataError(WeightcastError, ValueError):
@@ -114,7 +118,9 @@ def run_graph(record: Mapping[str, Any], max_feat: int = 9) -> NeuronGraph:
         [record["arch"], record.get("arch_kwargs", {}), record["task"],
          record.get("config", {}).get("data_dir"), max_feat], sort_keys=True,
     )  # fmt: skip
-    return _cached_graph(key, _Frozen(record))
+    if key not in _GRAPHS:
+        _GRAPHS[key] = build_neuron_graph(run_model(record), max_feat=max_feat)
+    return _GRAPHS[key]
 
 
 def graph_sample(
@@ -260,7 +266,8 @@ def evaluate_graphs(
             predicted = {kind: predictor.predict_graph(s.graph, raw, k, layer_types=s.layer_types)}  # type: ignore[attr-defined]
             for name, baseline in baselines.items():
                 predicted[name] = {
-                    n: baseline.predict(w.reshape(w.shape[0], -1).T, k).reshape(w.shape[1:]) for n, w in raw.items()
+                    n: baseline.predict(w.reshape(w.shape[0], -1).T, k).reshape(w.shape[1:])
+                    for n, w in raw.items()
                 }
             for n, z in s.targets.items():
                 truth = s.raw(n, z[k - 1].double()).reshape(-1)
@@ -272,32 +279,16 @@ def evaluate_graphs(
                     acc[0] += error.abs().sum().item()
                     acc[1] += error.square().sum().item()
     rows = {
-        t: {"windows": counts[t], "methods": {m: {"mae": a / counts[t], "mse": q / counts[t]} for m, (a, q) in by.items()}}
+        t: {
+            "windows": counts[t],
+            "methods": {m: {"mae": a / counts[t], "mse": q / counts[t]} for m, (a, q) in by.items()},
+        }
         for t, by in sums.items()
     }
     return {"loss": loss / max(len(samples), 1), "layer_types": rows}
 
 
 # ---------------------------------------------------------------- private helpers
-
-
-class _Frozen:
-    """A run record passed through `functools.lru_cache` beside its key (not hashed itself)."""
-
-    def __init__(self, record: Mapping[str, Any]):
-        self.record = record
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Frozen)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_graph(key: str, record: _Frozen) -> NeuronGraph:
-    max_feat = json.loads(key)[-1]
-    return build_neuron_graph(run_model(record.record), max_feat=max_feat)
 
 
 def _read_order(

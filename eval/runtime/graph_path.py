@@ -24,10 +24,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.train_predictor.predictors import Predictor
-from weightcast.train_predictor.predictors.neuron_graph import NeuronGraph, NeuronGraphWarning, build_neuron_graph
+from weightcast.train_predictor.predictors.neuron_graph import (
+    NeuronGraph,
+    NeuronGraphWarning,
+    build_neuron_graph,
+)
 
 __all__ = ["GraphPath"]
 
@@ -36,12 +39,16 @@ class GraphPath:
     """A graph predictor, the model's neuron graph (without its fallback parameters) and the
     predicted parameters it covers (`covered`, in graph order)."""
 
-    def __init__(self, predictor: Predictor, graph: NeuronGraph, module: nn.Module, predicted: Mapping[str, str]):
+    def __init__(
+        self, predictor: Predictor, graph: NeuronGraph, module: nn.Module, predicted: Mapping[str, str]
+    ):
         self.predictor, self.graph, self.module = predictor, graph, module
         self.covered = [p.name for p in graph.params if p.name in predicted]
 
     @classmethod
-    def build(cls, module: nn.Module, bundle: PredictorBundle, predicted: Mapping[str, str]) -> GraphPath | None:
+    def build(
+        cls, module: nn.Module, bundle: PredictorBundle, predicted: Mapping[str, str]
+    ) -> GraphPath | None:
         """The path for `module` when `bundle` serves its predicted layer types with one graph network
         (see the module docstring), else None. Parameters without a place in the graph are left to
         the per-tensor path silently (build_neuron_graph's warning is for users of predict_graph)."""

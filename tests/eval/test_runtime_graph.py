@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
 from weightcast.eval.runtime import NowcastConfig, Nowcaster
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.train_predictor.predictors import NiNoGraph, build_predictor

@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
-
 from weightcast.collect import Collection, load_collect_config, run_collection
 from weightcast.train_predictor.bundle import PredictorBundle, save_bundle
 from weightcast.train_predictor.config import load_train_predictor_config
@@ -80,7 +79,9 @@ def test_graph_samples_are_standardized_windows_of_every_parameter(collection):
     source = open_collection(collection)
     records = {r["run_id"]: r for r in source.runs}
     histories = {(h.run_id, h.param_name): h for h in Collection(collection).histories()}
-    train_ids, _ = split_runs(select_runs(source, split="train", statuses=["complete"]), by="run", fraction=0.3)
+    train_ids, _ = split_runs(
+        select_runs(source, split="train", statuses=["complete"]), by="run", fraction=0.3
+    )
     predictor = _predictor()
     samples = list(graph_samples(source, train_ids, predictor, samples_per_run=2, runs_per_read=1, seed=3))
     assert sorted({s.run_id for s in samples}) == sorted(train_ids) and len(samples) == 2 * len(train_ids)
@@ -99,7 +100,9 @@ def test_graph_samples_are_standardized_windows_of_every_parameter(collection):
             assert torch.equal(s.scales[name][0], mean) and torch.equal(s.scales[name][1], std)
             assert s.layer_types[name] == histories[(s.run_id, name)].layer_type
             if z.numel() > 2:  # standardized: mean 0, std std / (std + eps), up to float32 rounding
-                assert abs(z.mean().item()) < 1e-5 and abs(z.std().item() - (std / (std + 1e-6)).item()) < 1e-5
+                assert (
+                    abs(z.mean().item()) < 1e-5 and abs(z.std().item() - (std / (std + 1e-6)).item()) < 1e-5
+                )
         graph_names = [p.name for p in s.graph.params] + s.graph.fallback  # the sample fits its graph
         assert sorted(graph_names) == sorted(s.states)
 
@@ -136,9 +139,16 @@ def test_graph_loss_equals_a_hand_computation():
     predictor = _randomized(NiNoGraph(input_length=C, horizon=K, hidden=8, lpe=3), seed=1)
     g = torch.Generator().manual_seed(2)
     histories = {  # (T, *shape): a drift of ~1e-2 per state
-        n: p.detach() + 1e-2 * torch.randn(9, *p.shape, generator=g).cumsum(0) for n, p in model.named_parameters()
+        n: p.detach() + 1e-2 * torch.randn(9, *p.shape, generator=g).cumsum(0)
+        for n, p in model.named_parameters()
     }
-    types = {"fc1.weight": "linear", "fc1.bias": "bias", "fc2.weight": "linear", "fc2.bias": "bias", "scale": "norm"}
+    types = {
+        "fc1.weight": "linear",
+        "fc1.bias": "bias",
+        "fc2.weight": "linear",
+        "fc2.bias": "bias",
+        "scale": "norm",
+    }
     t, m = 4, 3  # last input state, steps scored (m <= K)
     sample = graph_sample("run", graph, histories, types, t, C, K)
     targets = {n: z[:m] for n, z in sample.targets.items()}
@@ -161,7 +171,9 @@ def test_graph_loss_equals_a_hand_computation():
     # test_predict_graph_matches_reference), so is the mean of absolute errors.
     assert abs(got - expected) < 1e-4
     with pytest.raises(ValueError, match="targets"):
-        predictor.graph_loss(graph, sample.states, {n: z[:m] if n != "scale" else z for n, z in sample.targets.items()})
+        predictor.graph_loss(
+            graph, sample.states, {n: z[:m] if n != "scale" else z for n, z in sample.targets.items()}
+        )
     with pytest.raises(ValueError, match="missing"):
         predictor.graph_loss(graph, {}, targets)
 
@@ -194,9 +206,16 @@ def test_run_model_refuses_a_record_of_another_architecture(collection):
 
 def test_train_predictor_nino_trains_on_graphs(collection, tmp_path):
     overrides = [
-        f"collection={collection}", f"out_dir={tmp_path / 'run'}", "progress=false", "predictors=[nino]",
+        f"collection={collection}",
+        f"out_dir={tmp_path / 'run'}",
+        "progress=false",
+        "predictors=[nino]",
         f"predictor_kwargs.nino={{input_length: {C}, horizon: {K}, hidden: 16, lpe: 2}}",
-        "steps=6", "eval_every=3", "checkpoint_every=3", "graph.batch_size=2", "graph.samples_per_run=1",
+        "steps=6",
+        "eval_every=3",
+        "checkpoint_every=3",
+        "graph.batch_size=2",
+        "graph.samples_per_run=1",
     ]
     config = load_train_predictor_config(DEBUG, overrides)
     result = train_predictors(config, echo=lambda message: None)
@@ -216,7 +235,10 @@ def test_train_predictor_nino_trains_on_graphs(collection, tmp_path):
         for key, value in predictor.state_dict().items():
             assert torch.equal(value, tensors[prefix + key]), key
         row = result.validation["nino"][layer_type]
-        assert set(row["methods"]) == {"nino", "no-jump", "linear-fit"} and row["best_step"] == state["best_step"]
+        assert (
+            set(row["methods"]) == {"nino", "no-jump", "linear-fit"}
+            and row["best_step"] == state["best_step"]
+        )
     # saved again and loaded: bit-identical
     again = PredictorBundle.from_pretrained(save_bundle(bundle, tmp_path / "again"))
     for a, b in zip(bundle.state_dict().values(), again.state_dict().values()):
@@ -227,7 +249,9 @@ def test_train_predictor_nino_trains_on_graphs(collection, tmp_path):
     record = next(r for r in source.runs if r["run_id"] in val_ids)
     model = run_model(record)
     graph = build_neuron_graph(model)
-    states = {n: p.detach() + 1e-3 * torch.arange(C).view(C, *[1] * p.dim()) for n, p in model.named_parameters()}
+    states = {
+        n: p.detach() + 1e-3 * torch.arange(C).view(C, *[1] * p.dim()) for n, p in model.named_parameters()
+    }
     out = bundle.predictor_for("linear").predict_graph(graph, states, K)
     assert out.keys() == states.keys()
     assert all(out[n].shape == p.shape and out[n].isfinite().all() for n, p in model.named_parameters())
@@ -235,9 +259,15 @@ def test_train_predictor_nino_trains_on_graphs(collection, tmp_path):
 
 def test_graph_training_can_be_switched_off(collection, tmp_path):
     overrides = [
-        f"collection={collection}", f"out_dir={tmp_path / 'run'}", "progress=false", "predictors=[nino]",
+        f"collection={collection}",
+        f"out_dir={tmp_path / 'run'}",
+        "progress=false",
+        "predictors=[nino]",
         f"predictor_kwargs.nino={{input_length: {C}, horizon: {K}, hidden: 4, lpe: 0}}",
-        "steps=2", "eval_every=2", "checkpoint_every=2", "graph.enabled=false",
+        "steps=2",
+        "eval_every=2",
+        "checkpoint_every=2",
+        "graph.enabled=false",
     ]
     train_predictors(load_train_predictor_config(DEBUG, overrides), echo=lambda message: None)
     fits = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "nino").iterdir())
