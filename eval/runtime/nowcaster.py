@@ -52,7 +52,8 @@ predicted step, in eval mode except for BatchNorm layers, which normalize with t
 statistics (`eval.runtime.probe` says why; their buffers are restored after the probe, and every
 module's train/eval mode too). The default rule, "line-search", keeps the largest of the scales
 1, 0.5, 0.25 whose loss rises by at most the allowed rise: 1% of the loss, or half of the loss's
-fall over the period before the jump, whichever is larger (a jump that lands ahead of the
+fall over the period before the jump (the first period's from the window's oldest snapshot),
+whichever is larger (a jump that lands ahead of the
 trajectory but slightly off it raises the loss for a few steps, then pays off). If no scale
 does, the weights are restored exactly and the rollback is counted. "veto" (the rule before)
 probes scale 1 only, "accept" none. With `lookahead`, a kept jump is judged again at the next
@@ -384,6 +385,11 @@ class Nowcaster:
                 if not math.isfinite(before):
                     self._warn_nan(f"before the jump at call {self.stats.calls}")
                     return self._record("rolled_back_guard", start, horizon, probes, before, scale=0.0)
+                if self.stats.attempted == 0 and config.progress_tolerance and config.guard_rule != "accept":
+                    # the first period's fall counts from the window's oldest snapshot: from
+                    # construction it would include the first steps' steep fall, an outsized credit
+                    full = len(self._losses) == self.bundle.input_length  # probed at each snapshot
+                    self._reference = self._losses[0] if full else self._window_start_loss(backup)
                 rise = allowed_rise(
                     before,
                     config.tolerance,
@@ -486,6 +492,19 @@ class Nowcaster:
         self._next = self._count = 0  # the snapshots since the jump are of the undone trajectory
         self._losses = []
         self._reference = pending.before
+
+    def _window_start_loss(self, backup: list[Tensor]) -> float:
+        """The probe loss of the window's oldest snapshot, written into the model for the probe;
+        the weights are then restored from `backup`."""
+        oldest = self._next  # the window is full: the next slot to overwrite holds the oldest
+        try:
+            with torch.no_grad():
+                for group in self._groups:
+                    for param, piece in zip(group.params, group.history[oldest].split(group.sizes)):
+                        param.copy_(piece.view(param.shape))
+            return self._probe_loss()
+        finally:
+            self._restore(backup)
 
     def _optimizer_state(self) -> list[dict[str, Any] | None]:
         """A copy of the optimizer's per-parameter state (momenta, step counts) of every predicted

@@ -520,7 +520,7 @@ def test_unavailable_bundle_is_reported_or_required(inputs, tmp_path):
     with pytest.raises(ConfigError, match="require_bundles"):
         run_eval(load_eval_config(DEBUG, [*overrides, "require_bundles=true"]))
     shipped = load_eval_config(DEBUG, [*overrides, "methods.wnn.bundle=shipped:wnn2", "require_bundles=true"])
-    with pytest.raises(ConfigError, match=r"ships no pretrained 'wnn2' bundle .*shipped: introspection, lfd2, wnn\)"):
+    with pytest.raises(ConfigError, match=r"ships no pretrained 'wnn2' bundle .*shipped: introspection, lfd2, nino-mlp, wnn\)"):
         run_eval(shipped)
 
 

@@ -126,15 +126,17 @@ def test_veto_rolls_back_what_the_line_search_keeps():
 
 
 def test_progress_tolerance_admits_a_rise_smaller_than_the_periods_fall():
-    """The probe falls from 10 (construction) to 2 over the period, then the jump raises it to 3:
-    a rise of 1 is 50% of the loss (vetoed at 1%) but 1/8 of the period's progress of 8."""
-    losses = iter([10.0, 2.0, 3.0])  # construction, before the jump, after the full step
+    """The probe falls from 10 (the window's oldest snapshot) to 2 over the period, then the jump
+    raises it to 3: a rise of 1 is 50% of the loss (vetoed at 1%) but 1/8 of the period's progress
+    of 8. The first period's fall counts from the window's start, not from construction."""
+    # construction, before the jump, the window's oldest snapshot (first attempt), the full step
+    losses = iter([50.0, 2.0, 10.0, 3.0])
     config = NowcastConfig(guard_rule="veto", progress_tolerance=0.5)
     assert _straight_run(config, lambda m: next(losses))[3].outcome == "accepted"
-    losses = iter([10.0, 2.0, 3.0])
+    losses = iter([50.0, 2.0, 3.0])  # no credit, no probe of the window's start
     strict = NowcastConfig(guard_rule="veto", progress_tolerance=0.0)
     assert _straight_run(strict, lambda m: next(losses))[3].outcome == "rolled_back_guard"
-    losses = iter([2.5, 2.0, 3.0])  # a fall of 0.5: half of it, 0.25, is below the rise of 1
+    losses = iter([50.0, 2.0, 2.5, 3.0])  # a fall of 0.5 over the window: half of it is below the rise of 1
     assert _straight_run(config, lambda m: next(losses))[3].outcome == "rolled_back_guard"
 
 

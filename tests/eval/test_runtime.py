@@ -139,8 +139,9 @@ def test_guard_rolls_back_a_jump_that_raises_the_probe_loss():
     assert jump.outcome == "rolled_back_guard" and jump.probe_after > jump.probe_before * 1.01
     for name, param in model.named_parameters():  # restored exactly to the call's weights
         assert torch.equal(param.detach(), start[name] + outwards[name] * 5)
-    # eval mode inside the probe: at construction (the probe's check), before and after the jump
-    assert seen_modes == [[False, False, False]] * 3
+    # eval mode inside the probe: at construction (the probe's check), before the jump, at the
+    # window's oldest snapshot (the first period's progress credit) and after the jump
+    assert seen_modes == [[False, False, False]] * 4
     assert model.training and model[0].training and not model[1].training  # modes restored
     # Shrinking weights: the probe loss falls, the jump is kept.
     _run_linear(model, nowcaster, start, {n: -0.05 * v for n, v in start.items()}, range(1, 6))
@@ -345,11 +346,12 @@ def test_probe_normalizes_batchnorm_with_the_probe_batch_and_restores_its_statis
     _run_linear(
         model, nowcaster, start, {n: torch.full(p.shape, 0.01) for n, p in start.items()}, range(1, 6)
     )
-    assert len(seen) == 3 and model.training  # construction, before and after the jump; mode restored
+    # construction, before the jump, the window's oldest snapshot, after the jump; mode restored
+    assert len(seen) == 4 and model.training
     reference = copy.deepcopy(model).train()
     reference[2].eval()  # dropout off, batch statistics on
     with torch.no_grad():
-        torch.testing.assert_close(seen[2], reference(x))
+        torch.testing.assert_close(seen[3], reference(x))  # the probe after the jump
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, running[name]), name
 
