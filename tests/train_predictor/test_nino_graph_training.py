@@ -6,6 +6,9 @@ and the trained bundle's round trip and graph path on a rebuilt model."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -32,7 +35,7 @@ from weightcast.train_predictor.predictors.nino import tensor_stats
 from weightcast.train_predictor.train import train_predictors
 
 from .test_nino_graph import _randomized, reference_nino_graph
-from .test_train_predictor import DEBUG
+from .test_train_predictor import DEBUG, ROOT
 
 # 4 MLP runs (13 snapshots) and 2 conv1d runs (9 snapshots, a conv net of 31,690 parameters); two
 # runs per shard group, so that a group's shards hold several runs.
@@ -272,3 +275,22 @@ def test_graph_training_can_be_switched_off(collection, tmp_path):
     train_predictors(load_train_predictor_config(DEBUG, overrides), echo=lambda message: None)
     fits = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "nino").iterdir())
     assert fits == ["bias", "conv", "linear"]  # one per-scalar fit per layer type, as before
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_nino_on_graphs(collection, tmp_path):
+    """Each rank reads its own runs; DistributedDataParallel syncs the graph network's gradients
+    (its last message-passing layer, never run, has none to wait for)."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "weightcast.train_predictor", "--config", str(DEBUG), f"collection={collection}",
+        f"out_dir={tmp_path}", "progress=false", "device=cpu", "predictors=[nino]",
+        f"predictor_kwargs.nino={{input_length: {C}, horizon: {K}, hidden: 8, lpe: 2}}",
+        "steps=4", "eval_every=2", "checkpoint_every=2", "graph.batch_size=2",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "2 processes" in done.stdout
+    bundle = PredictorBundle.from_pretrained(tmp_path / "nino")
+    assert bundle.layer_types == ("conv", "linear", "bias")

@@ -115,6 +115,9 @@ class NiNoGraph(PerTensorPredictor):
         self.node_proj = nn.Linear(max(lpe, 1), hidden)
         self.edge_proj = nn.Linear(max_feat * input_length, hidden)
         self.convs = nn.ModuleList(_Conv(hidden) for _ in range(layers))
+        # the last layer is never run (see the module docstring): no gradient, so that
+        # DistributedDataParallel does not wait for one
+        self.convs[-1].requires_grad_(False)
         self.edge_updates = nn.ModuleList(_EdgeUpdate(hidden) for _ in range(layers - 1))
         self.edge_out = nn.Sequential(
             nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, max_feat * horizon)
