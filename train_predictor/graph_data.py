@@ -274,7 +274,7 @@ def evaluate_graphs(
                 t = s.layer_types[n]
                 counts[t] = counts.get(t, 0) + truth.numel()
                 for method, values in predicted.items():
-                    error = values[n].double().reshape(-1) - truth
+                    error = values[n].double().reshape(-1).cpu() - truth
                     acc = sums.setdefault(t, {}).setdefault(method, [0.0, 0.0])
                     acc[0] += error.abs().sum().item()
                     acc[1] += error.square().sum().item()
