@@ -98,7 +98,8 @@ def run_model(record: Mapping[str, Any]) -> nn.Module:
     parameters are not those the record lists."""
     config = record.get("config", {})
     spec = get_task(record["task"], config.get("data_dir")).spec  # built once per process (cached)
-    model = create_model(record["arch"], spec, **record.get("arch_kwargs", {}))
+    with torch.random.fork_rng(devices=[]):  # its initialization leaves the caller's random stream alone
+        model = create_model(record["arch"], spec, **record.get("arch_kwargs", {}))
     built = {n: list(p.shape) for n, p in model.named_parameters()}
     recorded = {p["name"]: list(p["shape"]) for p in record["params"]}
     if built != recorded:
