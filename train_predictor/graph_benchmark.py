@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         built = time.perf_counter() - start
         edge_states = graph.num_edges * predictor.hidden * 4
         print(f"{label:<28} {count_parameters(model):>10,} params {graph.num_edges:>10,} edges "
-              f"{graph.num_nodes:>8,} nodes  graph {graph_bytes(graph) / 2**20:.0f} MiB (built in {built:.1f} s); "
-              f"a forward's (E, {predictor.hidden}) float32 edge states {edge_states / 2**30:.1f} GiB")  # fmt: skip
+              f"{graph.num_nodes:>8,} nodes  graph {graph_bytes(graph) / 2**20:.0f} MiB (built in "
+              f"{built:.1f} s); a forward's (E, {predictor.hidden}) float32 edge states "
+              f"{edge_states / 2**30:.1f} GiB")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -213,10 +213,8 @@ def graph_batches(
 
 def graph_batch_loss(predictor: Predictor, batch: Sequence[GraphSample]) -> Tensor:
     """The mean of `predictor.graph_loss` over the samples of a batch (each model weighs the same)."""
-    losses = [
-        predictor.graph_loss(s.graph, s.states, s.targets, layer_types=s.layer_types)  # type: ignore[attr-defined]
-        for s in batch
-    ]
+    loss = predictor.graph_loss  # type: ignore[attr-defined]
+    losses = [loss(s.graph, s.states, s.targets, layer_types=s.layer_types) for s in batch]
     return torch.stack(losses).mean()
 
 
@@ -264,7 +262,8 @@ def evaluate_graphs(
         for s in samples:
             loss += graph_batch_loss(predictor, [s]).item()
             raw = s.raw_states()
-            predicted = {kind: predictor.predict_graph(s.graph, raw, k, layer_types=s.layer_types)}  # type: ignore[attr-defined]
+            graph_path = predictor.predict_graph  # type: ignore[attr-defined]
+            predicted = {kind: graph_path(s.graph, raw, k, layer_types=s.layer_types)}
             for name, baseline in baselines.items():
                 predicted[name] = {
                     n: baseline.predict(w.reshape(w.shape[0], -1).T, k).reshape(w.shape[1:])

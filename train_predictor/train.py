@@ -333,8 +333,9 @@ class _Run:
         log = (lambda row: tracker.log(kind, "graph", row)) if tracker is not None else None
         try:
             outcome = fit(
-                predictor, make_batches, validation or None, settings, self.out / CHECKPOINTS_DIR / kind / "graph",
-                fingerprint=fingerprint, log=log, loss=graph_batch_loss, evaluate_fn=graph_validation_loss,
+                predictor, make_batches, validation or None, settings,
+                self.out / CHECKPOINTS_DIR / kind / "graph", fingerprint=fingerprint, log=log,
+                loss=graph_batch_loss, evaluate_fn=graph_validation_loss,
             )  # fmt: skip
         except NoTrainingData:
             snapshots = sorted({r["snapshots"] for r in self.train_runs})
@@ -354,7 +355,9 @@ class _Run:
             baselines = {}
             for name in BASELINES:
                 try:
-                    baselines[name] = build_predictor(name, input_length=trained.input_length, horizon=trained.horizon)
+                    baselines[name] = build_predictor(
+                        name, input_length=trained.input_length, horizon=trained.horizon
+                    )
                 except ConfigError:  # linear-fit needs two inputs
                     continue
             errors = evaluate_graphs(trained, validation, baselines)

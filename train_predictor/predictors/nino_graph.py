@@ -206,10 +206,11 @@ class NiNoGraph(PerTensorPredictor):
             k = torch.arange(m, device=param.device)
             rows = (torch.arange(self.max_feat, device=param.device)[:, None] * self.horizon + k).reshape(-1)
             head = self.edge_out[2]
-            out = F.linear(self.edge_out[1](self.edge_out[0](e[: graph.num_param_edges])), head.weight[rows],
-                           head.bias[rows])  # (param edges, F * m), slot-major  # fmt: skip
+            hidden = self.edge_out[1](self.edge_out[0](e[: graph.num_param_edges]))
+            out = F.linear(hidden, head.weight[rows], head.bias[rows])  # (param edges, F * m), slot-major
             for p in graph.params:
-                delta = out[p.start : p.start + p.edges].reshape(p.rows, p.splits * self.max_feat, m)[:, : p.kk]
+                delta = out[p.start : p.start + p.edges].reshape(p.rows, p.splits * self.max_feat, m)
+                delta = delta[:, : p.kk]  # (rows, kk, m)
                 truth = self._edges_view(p, targets[p.name].to(**kw))  # (rows, kk, m)
                 total = total + (z[p.name][:, :, -1:] + delta - truth).abs().sum()
                 count += p.rows * p.kk * m
