@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 
 from weightcast.errors import WeightcastError
 from weightcast.eval.runtime import SHIPPED_PREFIX, NowcastConfig, open_bundle
+from weightcast.eval.runtime.hook import DEFAULT_PROBE_SIZE
 from weightcast.train_predictor.bundle import PredictorBundle, load_bundle
 from weightcast.train_predictor.hub import HubError
 from weightcast.train_predictor.predictors import PREDICTORS, build_predictor
@@ -118,7 +119,7 @@ class MethodConfig:
     predictor: Optional[dict[str, Any]] = None  # rule-based: {kind: ..., **constructor kwargs}
     nowcast: NowcastConfig = field(default_factory=NowcastConfig)  # mode, period, horizon, guard, ...
     every_steps: int = 0  # call the nowcaster every N optimizer steps (0: once per epoch)
-    probe_size: int = 512  # training examples in the guard's probe batch
+    probe_size: int = DEFAULT_PROBE_SIZE  # training examples in the guard's probe batch
 
     def __post_init__(self) -> None:
         if (self.bundle is None) == (self.predictor is None):

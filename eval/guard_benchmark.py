@@ -68,6 +68,7 @@ from typing import Any
 
 import torch
 from weightcast.eval.runtime import NowcastConfig, NowcastHook, NowcastWarning, open_bundle
+from weightcast.eval.runtime.hook import DEFAULT_PROBE_SIZE
 from weightcast.eval.speedup import epochs_to_target, target_value
 from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.zoo.optim import OptimizerConfig
@@ -113,25 +114,33 @@ SETTINGS: dict[str, TrainConfig] = {
 }
 
 PREDICTORS: dict[str, Any] = {
+    "lfd2": "shipped:lfd2",  # the Nowcaster's default bundle
     "wnn": "shipped:wnn",
     "linear-fit": PredictorBundle("linear-fit", {"linear": {"input_length": 5, "horizon": 5}}),
 }
 
 # name -> (NowcastConfig, probe_size of NowcastHook); "line-search-progress" is the default NowcastConfig
 GUARDS: dict[str, tuple[NowcastConfig, int]] = {
-    "none": (NowcastConfig(guard=False), 512),
-    "veto": (NowcastConfig(guard_rule="veto", progress_tolerance=0.0), 512),  # the rule before: 1% rise
-    "veto-4-batches": (NowcastConfig(guard_rule="veto", progress_tolerance=0.0), 2048),  # a 4x probe
-    "line-search": (NowcastConfig(progress_tolerance=0.0), 512),  # scales 1, 0.5, 0.25, 1% rise
-    "veto-progress": (NowcastConfig(guard_rule="veto"), 512),  # rise <= half the period's progress
-    "line-search-progress": (NowcastConfig(), 512),  # both: the default
-    "line-search-progress-expand": (NowcastConfig(expand=True), 512),  # and scale 2 when 1 lowers the loss
-    "line-search-noise": (NowcastConfig(progress_tolerance=0.0, noise_tolerance=2.0), 512),  # 2x the noise
+    "none": (NowcastConfig(guard=False), DEFAULT_PROBE_SIZE),
+    # the rule before: 1% rise
+    "veto": (NowcastConfig(guard_rule="veto", progress_tolerance=0.0), DEFAULT_PROBE_SIZE),
+    "veto-4-batches": (NowcastConfig(guard_rule="veto", progress_tolerance=0.0), 4 * DEFAULT_PROBE_SIZE),
+    "line-search": (NowcastConfig(progress_tolerance=0.0), DEFAULT_PROBE_SIZE),  # scales 1, .5, .25; 1% rise
+    "veto-progress": (NowcastConfig(guard_rule="veto"), DEFAULT_PROBE_SIZE),  # rise <= half the progress
+    "line-search-progress": (NowcastConfig(), DEFAULT_PROBE_SIZE),  # both: the default
+    "line-search-progress-probe-512": (NowcastConfig(), 512),  # the default on the probe before
+    # and scale 2 when 1 lowers the loss
+    "line-search-progress-expand": (NowcastConfig(expand=True), DEFAULT_PROBE_SIZE),
+    # 2x the noise
+    "line-search-noise": (NowcastConfig(progress_tolerance=0.0, noise_tolerance=2.0), DEFAULT_PROBE_SIZE),
     # the default's progress credit at a tenth and a quarter of the period's fall instead of half
-    "line-search-progress-0.1": (NowcastConfig(progress_tolerance=0.1), 512),
-    "line-search-progress-0.25": (NowcastConfig(progress_tolerance=0.25), 512),
+    "line-search-progress-0.1": (NowcastConfig(progress_tolerance=0.1), DEFAULT_PROBE_SIZE),
+    "line-search-progress-0.25": (NowcastConfig(progress_tolerance=0.25), DEFAULT_PROBE_SIZE),
+    # the full step judged only one snapshot interval later (undone if the loss has not come back)
+    "lookahead": (NowcastConfig(guard_rule="accept", lookahead=True), DEFAULT_PROBE_SIZE),
+    "line-search-progress-lookahead": (NowcastConfig(lookahead=True), DEFAULT_PROBE_SIZE),  # default, then that
     # the default, skipping jumps that save less than 10x their measured cost (for the overhead)
-    "line-search-progress-payoff": (NowcastConfig(min_payoff=10.0), 512),
+    "line-search-progress-payoff": (NowcastConfig(min_payoff=10.0), DEFAULT_PROBE_SIZE),
 }
 DEFAULT_GUARDS = ["none", "veto", "veto-4-batches", "line-search", "veto-progress", "line-search-progress"]
 
@@ -191,7 +200,7 @@ def _run(config: TrainConfig, task, hook: NowcastHook | None) -> dict[str, Any]:
             "probe_seconds": stats.probe_seconds,
             "attempted": stats.attempted,
             "accepted": stats.accepted,
-            "rolled_back": stats.rolled_back_guard + stats.rolled_back_lookahead + stats.rolled_back_nonfinite,
+            "rolled_back": stats.attempted - stats.accepted - stats.rolled_back_error,
             "skipped": stats.skipped,
             "scales": [j.scale for j in stats.jumps if j.outcome == "accepted"],
             "probes": sum(j.probes for j in stats.jumps),

@@ -25,15 +25,16 @@ Allowed rise: the largest of
 - `progress_tolerance * progress`, where `progress` is how much the probe loss fell over the
   period before the jump (from the last attempt to now; before the first attempt, from the
   window's oldest snapshot, probed at the first jump): a jump may cost at most that fraction of
-  one period's progress. Counted from construction instead, the first period's credit held the
-  steep fall of the first steps: on a character-level transformer it let through first jumps that
-  tripled the loss and cost the run its final quality under every predictor (the zero-shot
-  suite's line fit: 0.93x with it, 1.03x and quality kept on 8 of 8 tasks without). The probe loss is a training loss that shrinks by orders
-  of magnitude, and a jump that lands ahead of the trajectory but slightly off it raises it for a
-  few steps. Measured right after full jumps (LeNet-5 on digits with AdamW, a 1-D CNN on MNIST-1D
-  with SGD and momentum): WNN jumps that went on to pay off raised it by 0% to 125% of its value,
-  harmful linear-fit jumps by 4x to 85x. Below 1, accepted rises cannot ratchet up: a rise
-  accepted now counts as progress in the next period only by that fraction;
+  one period's progress. The probe loss is a training loss that shrinks by orders of magnitude,
+  and a jump that lands ahead of the trajectory but slightly off it raises it for a few steps.
+  Measured right after full jumps (LeNet-5 on digits with AdamW, a 1-D CNN on MNIST-1D with SGD
+  and momentum): WNN jumps that went on to pay off raised it by 0% to 125% of its value, harmful
+  linear-fit jumps by 4x to 85x. Below 1, accepted rises cannot ratchet up: a rise accepted now
+  counts as progress in the next period only by that fraction. Counted from construction, the
+  first period's credit held the steep fall of the first steps: on a character-level transformer
+  it let through first jumps that tripled the loss and cost the run its final quality under every
+  predictor (the zero-shot suite's line fit: 0.93x with it, 1.03x and quality kept on all 8 tasks
+  without);
 - `noise_tolerance * noise`, where `noise` is the probe loss's own fluctuation along the
   trajectory (`trajectory_noise`: the residual standard deviation of a straight line through the
   probe losses at the window's snapshots; costs a probe per snapshot).

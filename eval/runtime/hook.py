@@ -31,7 +31,11 @@ from weightcast.train_predictor.bundle import PredictorBundle
 from weightcast.zoo.config import ConfigError
 from weightcast.zoo.train import Hook, TrainState, steps_per_epoch, total_steps
 
-__all__ = ["NowcastHook"]
+__all__ = ["DEFAULT_PROBE_SIZE", "NowcastHook"]
+
+# Training examples in the guard's probe batch. 128 made the same decisions as 512 on the zero-shot
+# suite and the guard benchmark, at a quarter of the probe's cost (the char LM's overhead 10.7% -> 2.5%).
+DEFAULT_PROBE_SIZE = 128
 
 
 class NowcastHook(Hook):
@@ -45,7 +49,7 @@ class NowcastHook(Hook):
         config: NowcastConfig | None = None,
         *,
         every_steps: int = 0,
-        probe_size: int = 512,
+        probe_size: int = DEFAULT_PROBE_SIZE,
         revision: str | None = None,  # of a Hub bundle: branch, tag or commit
     ):
         if every_steps < 0 or probe_size < 1:

@@ -134,7 +134,7 @@ from weightcast.errors import WeightcastWarning
 __all__ = ["DEFAULT_BUNDLE", "STATE_VERSION", "NowcastWarning", "Nowcaster", "open_bundle", "unwrap"]
 
 STATE_VERSION = 1  # of `Nowcaster.state_dict()`
-DEFAULT_BUNDLE = SHIPPED_PREFIX + "lfd2"  # what a Nowcaster applies when given no bundle (the README's Results)
+DEFAULT_BUNDLE = SHIPPED_PREFIX + "lfd2"  # what a Nowcaster applies given no bundle (README, Results)
 
 
 class NowcastWarning(WeightcastWarning):
