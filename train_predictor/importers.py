@@ -29,7 +29,11 @@ weightcast layer type, each configured with its NiNo type id (`nino.NINO_TYPE_ID
 (`nino_graph.NiNoGraph`): `gnn.convs.i.{edge_encoder, pre_nns.0.0, post_nns.0.0, lin}` ->
 `convs.i.{edge_encoder, pre, post, lin}`, `gnn.edge_update.i.*` -> `edge_updates.i.*`,
 `edge_out.fc.{0,2}` -> `edge_out.{0,2}`, `node_proj.fc.0` -> `node_proj`. The default `nino.pt`
-adds a token-position embedding (`wte_pos_enc`) that weightcast does not implement: refused.
+(`wte_pos_enc` True) adds the token-position embedding: `wte_pos_enc_layer` (vocab_size + 1, hid)
+-> `token_embed` (`NiNoGraph(vocab_size=...)`: row 0 for the nodes that are not tokens, row t + 1
+for token t of the model's token embedding; tokens >= vocab_size get row 0 with a warning). With
+`wte_pos_enc` and `lpe` 0 NiNo has no `node_proj`, which weightcast's nino then does not use
+(imported as zeros).
 """
 
 from __future__ import annotations
@@ -265,21 +269,23 @@ def nino_mlp_from_checkpoint(path: str | Path, layer_type: str = "linear") -> Ni
 
 
 def nino_graph_from_checkpoint(path: str | Path, layer_type: str = "linear") -> NiNoGraph:
-    """A NiNo graph-network checkpoint (`nino_no_posw.pt`; gnn True) as a `nino` predictor. The
-    token-position embedding of the default `nino.pt` (`wte_pos_enc`) is not implemented."""
+    """A NiNo graph-network checkpoint (gnn True: the default `nino.pt`, with the token-position
+    embedding `wte_pos_enc`, or `nino_no_posw.pt`, without) as a `nino` predictor."""
     state, args = load_nino_checkpoint(path)
     if _is_mlp(args):
         raise CheckpointImportError(f"{path}: a graph-free NiNo checkpoint; import it as nino-mlp")
-    if args["wte_pos_enc"]:
+    tokens = bool(args["wte_pos_enc"])
+    vocab_size = args["vocab_size"] if tokens else 0
+    if tokens and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1):
         raise CheckpointImportError(
-            f"{path}: model_args wte_pos_enc=True (the default nino.pt): weightcast's nino has no "
-            "token-position "
-            "embedding; use nino_no_posw.pt (the same network without it)"
+            f"{path}: model_args wte_pos_enc=True needs vocab_size, a positive int (GPT-2's 50257 in "
+            f"nino.pt); got {vocab_size!r}"
         )
     layers = args["layers"]
     predictor = NiNoGraph(
         input_length=args["ctx"], horizon=args["seq_len"], hidden=args["hid"], layers=layers,
         max_feat=args["max_feat_size"], lpe=args["lpe"], num_types=args["edge_types"], layer_type=layer_type,
+        vocab_size=vocab_size,
     )  # fmt: skip
     mapping = {
         "layer_embed.weight": "type_embed.weight",
@@ -288,6 +294,13 @@ def nino_graph_from_checkpoint(path: str | Path, layer_type: str = "linear") -> 
         "edge_out.fc.0.weight": "edge_out.0.weight", "edge_out.fc.0.bias": "edge_out.0.bias",
         "edge_out.fc.2.weight": "edge_out.2.weight", "edge_out.fc.2.bias": "edge_out.2.bias",
     }  # fmt: skip
+    absent: tuple[str, ...] = ()
+    if tokens:
+        mapping["wte_pos_enc_layer.weight"] = "token_embed.weight"
+        if not args["lpe"]:  # NiNoModel builds node_proj only with lpe or without wte_pos_enc
+            for kind in ("weight", "bias"):
+                del mapping[f"node_proj.fc.0.{kind}"]
+            absent = ("node_proj.weight", "node_proj.bias")  # unused at lpe 0: zeros
     names = {"edge_encoder": "edge_encoder", "pre_nns.0.0": "pre", "post_nns.0.0": "post", "lin": "lin"}
     for i in range(layers):
         for theirs, ours in names.items():
@@ -297,7 +310,7 @@ def nino_graph_from_checkpoint(path: str | Path, layer_type: str = "linear") -> 
         for name in ("lin_e", "lin_s", "lin_t", "lin1"):
             for kind in ("weight", "bias"):
                 mapping[f"gnn.edge_update.{i}.{name}.{kind}"] = f"edge_updates.{i}.{name}.{kind}"
-    _load_mapped(predictor, state, mapping, path)
+    _load_mapped(predictor, state, mapping, path, absent=absent)
     return predictor
 
 
@@ -310,17 +323,27 @@ def import_nino(path: str | Path, *, command: str | None = None) -> PredictorBun
         predictors: dict[str, Predictor] = {t: nino_mlp_from_checkpoint(path, t) for t in LAYER_TYPES}
     else:
         predictors = {t: nino_graph_from_checkpoint(path, t) for t in LAYER_TYPES}
+    tokens = not _is_mlp(args) and bool(args["wte_pos_enc"])
+    shown = ["gnn", "ctx", "hid", "seq_len", "edge_types", "lpe", "wte_pos_enc"]
+    shown += ["vocab_size"] if tokens else []
     trained_on = {
         "collection": f"NiNo's released checkpoint {path.name} ({_NINO_REPO}), imported by weightcast",
         "source": f"https://github.com/{_NINO_REPO}",
         "files": [f"{path.name} (sha256 {_sha256(path)})"],
-        "model_args": {
-            k: args[k] for k in ("gnn", "ctx", "hid", "seq_len", "edge_types", "lpe", "wte_pos_enc")
-        },
+        "model_args": {k: args[k] for k in shown},
         "license": "MIT (Samsung Electronics Co., Ltd.), see the source repository's LICENSE",
         "note": "windows are c=5 states period/5 steps apart; horizon k in context spacings "
         "(NiNo's schedule: nino_horizon_schedule)",
     }
+    if tokens:
+        trained_on["token_embedding"] = (
+            f"imported (wte_pos_enc_layer -> token_embed, {args['vocab_size']} tokens + the non-token "
+            "row 0): token t of the model's token embedding (its first nn.Embedding indexed by a model "
+            f"input) reads row t + 1; tokens >= {args['vocab_size']} read row 0, with a warning; NiNo "
+            "trained it on GPT-2's vocabulary"
+        )
+    elif not _is_mlp(args):
+        trained_on["token_embedding"] = "none (wte_pos_enc False in the checkpoint)"
     return PredictorBundle.from_predictors(
         predictors, trained_on=trained_on, commands=[command] if command else []
     )
@@ -331,9 +354,16 @@ def _is_mlp(args: Mapping[str, Any]) -> bool:
 
 
 def _load_mapped(
-    predictor: torch.nn.Module, state: Mapping[str, Tensor], mapping: Mapping[str, str], path: Path
+    predictor: torch.nn.Module,
+    state: Mapping[str, Tensor],
+    mapping: Mapping[str, str],
+    path: Path,
+    absent: tuple[str, ...] = (),
 ) -> None:
-    """Load `state` renamed by `mapping` (peer key -> ours) strictly, naming what does not fit."""
+    """Load `state` renamed by `mapping` (peer key -> ours) strictly, naming what does not fit;
+    our `absent` entries, which the peer's network does not have (and ours does not use), become
+    zeros, so that every copy of an imported network is the same (the runtime's graph path needs
+    one network for all layer types)."""
     missing = sorted(set(mapping) - set(state))
     unknown = sorted(set(state) - set(mapping))
     if missing or unknown:
@@ -347,7 +377,7 @@ def _load_mapped(
     }
     if wrong:
         raise CheckpointImportError(f"{path}: shapes (found, expected) do not match: {wrong}")
-    predictor.load_state_dict(renamed)
+    predictor.load_state_dict({**renamed, **{k: torch.zeros_like(ours[k]) for k in absent}})
 
 
 # ---------------------------------------------------------------- files

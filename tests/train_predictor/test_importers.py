@@ -1,7 +1,8 @@
 """Tests of train_predictor.importers and `weightcast import`: tiny files written here in each peer's real
 format (the WNN authors' PyTorch state dict and Keras .h5, NiNo's {'state_dict', 'model_args'}), the
 imported predictors against float64 references of the peers' formulas written here, bundle round
-trips; the real released files too when ../shared/peers exists beside the repository."""
+trips; the real released files too when ../shared/peers exists beside the repository (it holds
+nino_no_posw.pt but not NiNo's default nino.pt, whose format a tiny file written here stands in for)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from weightcast.train_predictor.importers import (
     nino_mlp_from_checkpoint,
     wnn_authors_state_dict,
 )
+from weightcast.train_predictor.predictors.neuron_graph import build_neuron_graph
 
 from weightcast.cli import main as cli_main
 
@@ -269,6 +271,61 @@ def test_nino_bad_model_args(tmp_path):
     torch.save(_authors_state(), tmp_path / "wnn.pt")
     with pytest.raises(CheckpointImportError, match="not a NiNo checkpoint"):
         import_nino(tmp_path / "wnn.pt")
+
+
+def _nino_pt_file(path: Path, hid: int = 8, lpe: int = 2, vocab_size: int = 6, seed: int = 0) -> dict:
+    """A tiny file in the format of NiNo's default nino.pt: the keys and shapes of NiNoModel(gnn=True,
+    wte_pos_enc=True) (its optim/model.py, PNA of optim/gnn.py: 3 layers, edge updates in the first
+    two), random weights; model_args leave gnn and wte_pos_enc to NiNoModel's defaults (True)."""
+    h = hid
+    shapes = {"layer_embed.weight": (15, h), "edge_proj.fc.0.weight": (h, 9 * 5), "edge_proj.fc.0.bias": (h,),
+              "wte_pos_enc_layer.weight": (vocab_size + 1, h),  # +1: NiNo's dummy row 0
+              "node_proj.fc.0.weight": (h, lpe), "node_proj.fc.0.bias": (h,),
+              "edge_out.fc.0.weight": (h, h), "edge_out.fc.0.bias": (h,),
+              "edge_out.fc.2.weight": (9 * 40, h), "edge_out.fc.2.bias": (9 * 40,)}  # fmt: skip
+    conv = {"edge_encoder": (2 * h, h), "pre_nns.0.0": (h, 2 * h), "post_nns.0.0": (h, 2 * h), "lin": (h, h)}
+    for i in range(3):
+        for name, (out, inp) in conv.items():
+            shapes[f"gnn.convs.{i}.{name}.weight"], shapes[f"gnn.convs.{i}.{name}.bias"] = (out, inp), (out,)
+    for i in range(2):
+        for name in ("lin_e", "lin_s", "lin_t", "lin1"):
+            prefix = f"gnn.edge_update.{i}.{name}"
+            shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (h, h), (h,)
+    g = torch.Generator().manual_seed(seed)
+    state = {k: 0.3 * torch.randn(s, generator=g) for k, s in shapes.items()}
+    torch.save({"state_dict": state, "model_args": {"hid": h, "lpe": lpe, "vocab_size": vocab_size}}, path)
+    return state
+
+
+def test_nino_pt_with_token_embedding(tmp_path):
+    state = _nino_pt_file(tmp_path / "nino.pt")
+    assert cli_main(["import", "nino", str(tmp_path / "nino.pt"), "-o", str(tmp_path / "b")]) == 0
+    loaded = PredictorBundle.from_pretrained(tmp_path / "b")
+    direct = import_nino(tmp_path / "nino.pt")
+    assert direct.kind == loaded.kind == "nino"
+    for layer_type, predictor in direct.predictors.items():
+        assert predictor.config["vocab_size"] == 6 and predictor.config["layer_type"] == layer_type
+        assert torch.equal(predictor.token_embed.weight, state["wte_pos_enc_layer.weight"])
+        assert torch.equal(predictor.node_proj.weight, state["node_proj.fc.0.weight"])
+        assert torch.equal(predictor.convs[1].pre.weight, state["gnn.convs.1.pre_nns.0.0.weight"])
+        ours, saved = predictor.state_dict(), loaded.predictors[layer_type].state_dict()
+        assert ours.keys() == saved.keys() and all(torch.equal(ours[k], saved[k]) for k in ours)
+        assert loaded.predictors[layer_type].config == predictor.config
+    assert direct.trained_on["model_args"]["wte_pos_enc"] is True
+    assert direct.trained_on["model_args"]["vocab_size"] == 6
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert "wte_pos_enc_layer -> token_embed" in card and "weightcast import nino" in card
+    # a tiny language model: its 5 tokens read rows 1-5 of the table, and the bundle saved and
+    # loaded predicts bit-identically
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 2))
+    graph = build_neuron_graph(model)
+    assert graph.node_tokens.tolist() == [0, 1, 2, 3, 4] + [-1] * 6
+    g = torch.Generator().manual_seed(1)
+    states = {n: p.detach() + 0.01 * torch.randn(5, *p.shape, generator=g).cumsum(0)
+              for n, p in model.named_parameters()}  # fmt: skip
+    got = direct.predictors["embedding"].predict_graph(graph, states, 7)
+    again = loaded.predictors["embedding"].predict_graph(graph, states, 7)
+    assert all(torch.equal(got[n], again[n]) and got[n].isfinite().all() for n in got)
 
 
 # ---------------------------------------------------------------- the real released files

@@ -1,9 +1,11 @@
 """Tests of the `nino` graph predictor and the automatic neuron graph (train_predictor.predictors.nino_graph,
 neuron_graph): graph structure by hand on small models, every zoo family, the fallback warnings, the
-Laplacian encodings, and predict_graph against a float64 reference of NiNo's message passing."""
+Laplacian encodings, the token nodes of a language model, and predict_graph against a float64
+reference of NiNo's message passing (with and without its token-position embedding)."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -22,6 +24,7 @@ from weightcast.train_predictor.predictors.neuron_graph import (
     build_neuron_graph,
     laplacian_pe,
 )
+from weightcast.train_predictor.predictors.nino_graph import TokenVocabularyWarning
 from weightcast.zoo.models import create_model
 from weightcast.zoo.models.base import ARCHITECTURES
 from weightcast.zoo.tasks.base import TaskSpec
@@ -199,6 +202,64 @@ def test_fallback_warnings_name_the_parameters():
     assert graph.fallback == ["fc.weight", "fc.bias"] and graph.params == []
 
 
+class _TokenLM(nn.Module):
+    """A tiny language model whose position embedding runs BEFORE its token embedding, so the rule
+    (the first Embedding indexed by a model input) must tell them apart by their indices."""
+
+    def __init__(self, vocab: int = 5, length: int = 3, dim: int = 2):
+        super().__init__()
+        self.pos = nn.Embedding(length, dim)
+        self.tok = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens):
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        return self.head(self.pos(positions) + self.tok(tokens.long()))
+
+
+def test_token_nodes_by_hand():
+    graph = build_neuron_graph(_TokenLM())
+    # nodes: pos rows 0-2, pos neurons 3-4, tok rows 5-9, tok neurons 10-11 (the sum keeps these;
+    # residual edges 3 -> 10, 4 -> 11), head outputs 12-16, head bias node 17
+    assert graph.num_nodes == 18 and graph.fallback == [] and graph.num_residual_edges == 2
+    src = graph.edge_index[0]
+    tok = next(p for p in graph.params if p.name == "tok.weight")
+    assert src[tok.start : tok.start + tok.edges].tolist() == [5, 5, 6, 6, 7, 7, 8, 8, 9, 9]
+    assert graph.node_tokens.tolist() == [-1] * 5 + [0, 1, 2, 3, 4] + [-1] * 8
+    # no token embedding: no token nodes (every node reads the non-token row); a table indexed by
+    # torch.arange only (the zoo transformer's learned positions) is not one
+    assert build_neuron_graph(_mlp()).node_tokens is None
+    positions_only = create_model("transformer", TaskSpec("signal", (1, 40), 10, "classification"))
+    assert build_neuron_graph(positions_only).node_tokens is None
+
+
+class _SlicedTokens(nn.Module):
+    """Token ids reshaped and sliced on the way to the table: still token ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Embedding(4, 3)
+
+    def forward(self, batch):
+        return self.tok(batch.view(batch.shape[0], -1)[:, 1:])
+
+
+def test_token_ids_through_view_and_slicing():
+    graph = build_neuron_graph(_SlicedTokens())
+    assert graph.node_tokens.tolist() == [0, 1, 2, 3, -1, -1, -1]
+
+
+def test_zoo_language_model_token_nodes():
+    model = create_model("causal-transformer", TaskSpec("tokens", (8,), 11, "language_model"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NeuronGraphWarning)
+        graph = build_neuron_graph(model)
+    tok = next(p for p in graph.params if p.name == "tok_embedding.weight")
+    rows = graph.edge_index[0, tok.start : tok.start + tok.edges].reshape(11, -1)[:, 0]  # (vocab,) row nodes
+    assert graph.node_tokens[rows].tolist() == list(range(11))
+    assert (graph.node_tokens >= 0).sum() == 11  # the position table's rows are not tokens
+
+
 _SPECS = {
     "image": TaskSpec("image", (3, 16, 16), 10, "classification"),
     "signal": TaskSpec("signal", (1, 40), 10, "classification"),
@@ -246,7 +307,9 @@ def test_laplacian_pe_are_eigenvectors():
 
 def reference_nino_graph(predictor: NiNoGraph, graph, states: dict, k: int) -> dict[str, np.ndarray]:
     """NiNo's forward (optim/model.py with gnn, optim/gnn.py PNA with mean aggregation, modulated
-    edges, edge updates, no final edge update) in float64 NumPy with explicit per-node sums."""
+    edges, edge updates, no final edge update) in float64 NumPy with explicit per-node sums. With
+    the token-position embedding (wte_pos_enc), x = wte_pos_enc_layer[pos_w] + node_proj(PE), pos_w
+    = 1 + the token id of the nodes of tokens the table holds, 0 (the dummy row) for the others."""
     p = {key: v.detach().double().numpy() for key, v in predictor.state_dict().items()}
     c, fs, kk_max = predictor.input_length, predictor.max_feat, predictor.horizon
 
@@ -273,7 +336,19 @@ def reference_nino_graph(predictor: NiNoGraph, graph, states: dict, k: int) -> d
         lin("edge_proj", feats.reshape(graph.num_edges, fs * c))
         + p["type_embed.weight"][graph.edge_type.numpy()]
     )
-    x = lin("node_proj", laplacian_pe(graph, predictor.lpe).double().numpy())
+    x = (
+        lin("node_proj", laplacian_pe(graph, predictor.lpe).double().numpy())
+        if predictor.lpe
+        else np.zeros((graph.num_nodes, predictor.hidden))
+    )
+    if "token_embed.weight" in p:
+        table = p["token_embed.weight"]  # (vocab + 1, H): row 0 the dummy
+        pos_w = np.zeros(graph.num_nodes, dtype=np.int64)
+        if graph.node_tokens is not None:
+            for node, token in enumerate(graph.node_tokens.tolist()):
+                if 0 <= token < len(table) - 1:
+                    pos_w[node] = token + 1
+        x = x + table[pos_w]
     for i in range(len(predictor.convs) - 1):
         scale, shift = np.split(lin(f"convs.{i}.edge_encoder", e), 2, axis=1)
         m = scale * lin(f"convs.{i}.pre", np.concatenate([x[dst], x[src]], 1)) + shift
@@ -319,6 +394,46 @@ def test_predict_graph_matches_reference(model_fn, k):
     assert all(v.dtype == torch.float32 for v in got.values())
 
 
+@pytest.mark.parametrize("vocab_size, lpe", [(7, 3), (5, 0), (3, 2)])
+def test_predict_graph_with_token_embedding_matches_reference(vocab_size, lpe):
+    """The token embedding on a small language model: tokens 0-4 of _TokenLM, a table of 7 (all
+    in), 5 (exactly) or 3 tokens (3 and 4 beyond it: the non-token row, with a warning)."""
+    torch.manual_seed(0)
+    model = _TokenLM()
+    predictor = _randomized(NiNoGraph(hidden=8, horizon=6, lpe=lpe, vocab_size=vocab_size), seed=2)
+    assert predictor.token_embed.weight.shape == (vocab_size + 1, 8)
+    graph = build_neuron_graph(model)
+    states = _states(model)
+    expected_rows = [0] * 5 + [t + 1 if t < vocab_size else 0 for t in range(5)] + [0] * 8  # by hand
+    if vocab_size < 5:
+        with pytest.warns(TokenVocabularyWarning, match="tokens 3..4"):
+            rows = predictor.token_rows(graph)
+        with pytest.warns(TokenVocabularyWarning):
+            got = predictor.predict_graph(graph, states, 4)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TokenVocabularyWarning)
+            rows = predictor.token_rows(graph)
+            got = predictor.predict_graph(graph, states, 4)
+    assert rows.tolist() == expected_rows
+    expected = reference_nino_graph(predictor, graph, states, 4)
+    without = reference_nino_graph(predictor, _no_tokens(graph), states, 4)  # every node the dummy row
+    for name, value in got.items():
+        # as test_predict_graph_matches_reference: the token rows are O(1) addends of the node states
+        tolerance = 4 * U * np.abs(expected[name]) + 1e-4 * states[name].double().std().item()
+        assert (np.abs(value.double().numpy() - expected[name]) <= tolerance).all(), name
+    # the tokens' rows change the prediction, by more than ten times the tolerance's std term (by
+    # ~7e-3 std here: the rows' O(0.3) node inputs reach the edges through two damped rounds)
+    assert any(
+        (np.abs(got[n].double().numpy() - without[n]) > 1e-3 * states[n].double().std().item()).any()
+        for n in got
+    )
+
+
+def _no_tokens(graph):
+    return dataclasses.replace(graph, node_tokens=None, pe=None)
+
+
 def test_predict_graph_fallback_and_errors():
     model = _Bare()
     predictor = _randomized(NiNoGraph(hidden=4, horizon=3, lpe=0))
@@ -334,9 +449,11 @@ def test_predict_graph_fallback_and_errors():
         predictor.predict_graph(graph, {}, 1)
 
 
-def test_per_scalar_path_is_an_isolated_edge():
-    """predict(window) equals predict_graph on a graph whose parameter is one isolated scalar edge."""
-    predictor = _randomized(NiNoGraph(hidden=8, horizon=4, lpe=0))
+@pytest.mark.parametrize("vocab_size", [0, 4])
+def test_per_scalar_path_is_an_isolated_edge(vocab_size):
+    """predict(window) equals predict_graph on a graph whose parameter is one isolated scalar edge
+    (with the token embedding: both nodes read the non-token row)."""
+    predictor = _randomized(NiNoGraph(hidden=8, horizon=4, lpe=0, vocab_size=vocab_size))
     model = nn.Sequential(nn.Linear(1, 1, bias=False))
     graph = build_neuron_graph(model)  # nodes 0 -> 1, self-loops: the per-scalar graph of one scalar
     assert graph.num_nodes == 2 and graph.num_edges == 3
@@ -348,7 +465,12 @@ def test_per_scalar_path_is_an_isolated_edge():
 
 
 def test_bundle_save_load_bit_identical(tmp_path):
-    for kind, kwargs in (("nino", dict(hidden=8, horizon=3, lpe=2)), ("nino-mlp", dict(hidden=8, horizon=3))):
+    cases = (
+        ("nino", dict(hidden=8, horizon=3, lpe=2)),
+        ("nino", dict(hidden=8, horizon=3, lpe=2, vocab_size=6)),  # with the token embedding
+        ("nino-mlp", dict(hidden=8, horizon=3)),
+    )
+    for case, (kind, kwargs) in enumerate(cases):
         predictors = {}
         for i, t in enumerate(("conv", "linear")):
             p = build_predictor(kind, layer_type=t, **kwargs)
@@ -358,12 +480,10 @@ def test_bundle_save_load_bit_identical(tmp_path):
                     q.copy_(torch.randn(q.shape, generator=g))
             predictors[t] = p
         bundle = PredictorBundle.from_predictors(predictors)
-        loaded = PredictorBundle.from_pretrained(save_bundle(bundle, tmp_path / kind))
+        loaded = PredictorBundle.from_pretrained(save_bundle(bundle, tmp_path / str(case)))
         for t, p in predictors.items():
-            assert all(
-                torch.equal(a, b)
-                for a, b in zip(p.state_dict().values(), loaded.predictors[t].state_dict().values())
-            )
+            ours, theirs = p.state_dict(), loaded.predictors[t].state_dict()
+            assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
             assert loaded.predictors[t].config == p.config
 
 
@@ -386,9 +506,10 @@ def test_loss_trains_the_per_scalar_path():
 # ---------------------------------------------------------------- NiNo's graph checkpoints
 
 
-def _nino_graph_file(path, hid=8, lpe=2, seed=0):
-    """A NiNo-format graph checkpoint with random weights, keys as NiNoModel(gnn=True) names them."""
-    reference = _randomized(NiNoGraph(hidden=hid, lpe=lpe), seed)
+def _nino_graph_file(path, hid=8, lpe=2, seed=0, vocab_size=0):
+    """A NiNo-format graph checkpoint with random weights, keys as NiNoModel(gnn=True) names them;
+    `vocab_size` > 0: with wte_pos_enc (nino.pt's format), whose NiNoModel has no node_proj at lpe 0."""
+    reference = _randomized(NiNoGraph(hidden=hid, lpe=lpe, vocab_size=vocab_size), seed)
     ours = reference.state_dict()
     theirs = {"layer_embed.weight": ours["type_embed.weight"]}
     for a, b in (("node_proj.fc.0", "node_proj"), ("edge_proj.fc.0", "edge_proj"), ("edge_out.fc.0", "edge_out.0"),
@@ -407,7 +528,13 @@ def _nino_graph_file(path, hid=8, lpe=2, seed=0):
         for name in ("lin_e", "lin_s", "lin_t", "lin1"):
             for kind in ("weight", "bias"):
                 theirs[f"gnn.edge_update.{i}.{name}.{kind}"] = ours[f"edge_updates.{i}.{name}.{kind}"]
-    torch.save({"state_dict": theirs, "model_args": {"wte_pos_enc": False, "hid": hid, "lpe": lpe}}, path)
+    args = {"wte_pos_enc": False, "hid": hid, "lpe": lpe}
+    if vocab_size:
+        theirs["wte_pos_enc_layer.weight"] = ours["token_embed.weight"]
+        args.update(wte_pos_enc=True, vocab_size=vocab_size)
+        if not lpe:
+            del theirs["node_proj.fc.0.weight"], theirs["node_proj.fc.0.bias"]
+    torch.save({"state_dict": theirs, "model_args": args}, path)
     return reference
 
 
@@ -419,9 +546,44 @@ def test_import_nino_graph_file(tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(reference.state_dict().values(), imported.state_dict().values())
     )
-    torch.save({"state_dict": {}, "model_args": {"wte_pos_enc": True}}, tmp_path / "nino.pt")
-    with pytest.raises(CheckpointImportError, match="wte_pos_enc"):
-        import_nino(tmp_path / "nino.pt")
+    assert imported.token_embed is None and imported.config["vocab_size"] == 0
+    assert bundle.trained_on["token_embedding"].startswith("none")
+
+
+@pytest.mark.parametrize("lpe", [2, 0])
+def test_import_nino_graph_file_with_token_embedding(tmp_path, lpe):
+    reference = _nino_graph_file(tmp_path / "nino.pt", lpe=lpe, vocab_size=6)
+    bundle = import_nino(tmp_path / "nino.pt")
+    imported = bundle.predictors["conv"]
+    assert imported.config["vocab_size"] == 6 and imported.config["lpe"] == lpe
+    ours, theirs = reference.state_dict(), imported.state_dict()
+    assert ours.keys() == theirs.keys()
+    # at lpe 0 the file has no node_proj (NiNoModel builds none), which the predictor does not read:
+    # zeros, so that every layer type's copy is the same network (what the runtime's graph path needs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if lpe or not k.startswith("node_proj"))
+    assert lpe or not (imported.node_proj.weight.any() or imported.node_proj.bias.any())
+    for other in bundle.predictors.values():
+        assert all(torch.equal(theirs[k], v) for k, v in other.state_dict().items())
+    model = _TokenLM()
+    graph = build_neuron_graph(model)
+    states = _states(model)
+    got, expected = imported.predict_graph(graph, states, 3), reference.predict_graph(graph, states, 3)
+    assert all(torch.equal(got[n], expected[n]) for n in got)
+    # without the embedding's table in the file, or with a vocab_size that does not fit it: refused
+    content = torch.load(tmp_path / "nino.pt", weights_only=True)
+    del content["state_dict"]["wte_pos_enc_layer.weight"]
+    torch.save(content, tmp_path / "cut.pt")
+    with pytest.raises(CheckpointImportError, match="missing.*wte_pos_enc_layer"):
+        import_nino(tmp_path / "cut.pt")
+    content = torch.load(tmp_path / "nino.pt", weights_only=True)
+    content["model_args"]["vocab_size"] = 0
+    torch.save(content, tmp_path / "zero.pt")
+    with pytest.raises(CheckpointImportError, match="vocab_size"):
+        import_nino(tmp_path / "zero.pt")
+    content["model_args"]["vocab_size"] = 7  # needs a table of 8 rows; the file's has 6 + 1
+    torch.save(content, tmp_path / "short.pt")
+    with pytest.raises(CheckpointImportError, match="shapes"):
+        import_nino(tmp_path / "short.pt")
 
 
 @pytest.mark.skipif(not PEERS.is_dir(), reason="the peers' released files (../shared/peers) are absent")

@@ -13,6 +13,10 @@ Linear, the last one). Rules per operation:
 - BatchNorm / LayerNorm / GroupNorm / InstanceNorm: the same neurons; weight and bias hang from one
   auxiliary node each (NiNo types 4 and 2).
 - Embedding(num, dim): `num` token nodes, `dim` new neurons, an edge per table entry (type 5).
+  The token embedding (the first Embedding, in execution order, whose indices are a model input,
+  possibly reshaped, cast or sliced, rather than positions computed in forward by torch.arange)
+  labels its token nodes: `NeuronGraph.node_tokens[node]` = the token id t of table row t, -1 for
+  every other node (NiNo's `pos_w`, which its GPT-2 graph sets on the rows of `wte`).
 - add / sub of two values (residual connections): the result keeps the second operand's neurons,
   and each neuron of the first gets a fixed residual edge (type 10, features 1) to its counterpart.
 - cat along the channel dimension (DenseNet): the neuron lists are concatenated.
@@ -66,6 +70,12 @@ _PASS_FUNCTIONS = {
 _PASS_METHODS = {"relu", "tanh", "sigmoid", "flatten", "contiguous", "clone", "float", "to", "detach"}
 _ADD = {operator.add, operator.iadd, torch.add, operator.sub, torch.sub}
 _SCALE = {operator.mul, operator.truediv, torch.mul}
+# what token ids go through between a model input and the token embedding: they stay token ids
+_ID_METHODS = {
+    "view", "reshape", "long", "int", "to", "contiguous", "flatten", "squeeze", "unsqueeze", "clone",
+    "detach",
+}  # fmt: skip
+_ID_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
 
 
 class NeuronGraphWarning(WeightcastWarning):
@@ -105,6 +115,9 @@ class NeuronGraph:
     max_feat: int
     fallback: list[str] = field(default_factory=list)  # parameters predicted per scalar
     pe: Tensor | None = None  # Laplacian positional encodings (num_nodes, k), computed when first needed
+    # (num_nodes,) int64: the token id a node stands for (rows of the model's token embedding), -1 for
+    # the others; None when the model has no token embedding (every node a non-token one)
+    node_tokens: Tensor | None = None
 
     @property
     def num_edges(self) -> int:
@@ -186,6 +199,7 @@ class _Builder:
         self.used: set[str] = set()
         self.names = {name for name, _ in model.named_parameters()}
         self.recurrent: set[fx.Node] = set()  # values whose indexing keeps the hidden neurons
+        self.tokens: Tensor | None = None  # the token nodes of the token embedding, row order
 
     def new(self, count: int) -> Tensor:
         ids = torch.arange(self.nodes, self.nodes + count)
@@ -210,6 +224,10 @@ class _Builder:
                 self.used.add(node.target)
                 key, value = (ids(node.args[i]) if len(node.args) > i else x for i in (1, 2))
                 return self.attention(node.target, module, x, key, value)
+            if isinstance(module, nn.Embedding) and node.target not in self.used:
+                self.used.add(node.target)
+                index = node.args[0] if node.args else node.kwargs.get("input")
+                return self.embedding(node.target, module, token_ids=_reads_input(index))
             return self.module(node.target, module, x)
         if node.op == "call_function":
             fn = node.target
@@ -277,19 +295,24 @@ class _Builder:
                     if module.bias is not None:
                         self.aux(f"{name}.bias", module.bias, x, TYPE_BIAS)
             return x
-        if isinstance(module, nn.Embedding) and name not in self.used:
-            self.used.add(name)
-            tokens, out = self.new(module.num_embeddings), self.new(module.embedding_dim)
-            src = tokens.repeat_interleave(module.embedding_dim)
-            dst = out.repeat(module.num_embeddings)
-            self.add_param(
-                f"{name}.weight", tuple(module.weight.shape), TYPE_EMBED, src, dst, module.weight.numel(), 1
-            )
-            return out
         if isinstance(module, nn.RNNBase) and name not in self.used:
             self.used.add(name)
             return self.rnn(name, module, x)
         return None  # unknown leaves with parameters: they fall back
+
+    def embedding(self, name: str, module: nn.Embedding, token_ids: bool) -> Tensor:
+        """Embedding(num, dim): `num` table-row nodes, `dim` new neurons, an edge per table entry.
+        The first one indexed by `token_ids` (a model input) is the token embedding: its row nodes
+        are the tokens of `NeuronGraph.node_tokens`."""
+        rows, out = self.new(module.num_embeddings), self.new(module.embedding_dim)
+        if token_ids and self.tokens is None:
+            self.tokens = rows
+        src = rows.repeat_interleave(module.embedding_dim)
+        dst = out.repeat(module.num_embeddings)
+        self.add_param(
+            f"{name}.weight", tuple(module.weight.shape), TYPE_EMBED, src, dst, module.weight.numel(), 1
+        )
+        return out
 
     def attention(self, name: str, module: nn.MultiheadAttention, q, k, v) -> Tensor:
         """nn.MultiheadAttention: query, key and value neurons (E each, heads are groups of E / heads),
@@ -426,6 +449,10 @@ class _Builder:
         residual = sum(len(r) for r in self.res_src)
         types = torch.cat(self.types + [torch.full((residual,), TYPE_RESIDUAL),
                                         torch.full((self.nodes,), TYPE_SELF_LOOP)])  # fmt: skip
+        node_tokens = None
+        if self.tokens is not None:
+            node_tokens = torch.full((self.nodes,), -1, dtype=torch.long)
+            node_tokens[self.tokens] = torch.arange(len(self.tokens))
         return NeuronGraph(
             num_nodes=self.nodes,
             edge_index=torch.stack([src, dst]).long(),
@@ -435,7 +462,23 @@ class _Builder:
             num_residual_edges=residual,
             max_feat=self.max_feat,
             fallback=fallback,
+            node_tokens=node_tokens,
         )
+
+
+def _reads_input(index) -> bool:
+    """The fx value `index` is a model input (a placeholder), possibly reshaped, cast or sliced:
+    token ids, not positions computed in forward (torch.arange) or other derived indices."""
+    while isinstance(index, fx.Node):
+        if index.op == "placeholder":
+            return True
+        passes = (index.op == "call_method" and index.target in _ID_METHODS) or (
+            index.op == "call_function" and index.target in _ID_FUNCTIONS
+        )
+        if not passes or not index.args:
+            return False
+        index = index.args[0]
+    return False
 
 
 def _keeps_channels(index) -> bool:

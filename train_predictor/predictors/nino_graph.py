@@ -6,7 +6,7 @@ On a neuron graph with V nodes and E edges (parameter edges, residual edges, sel
 parameter tensor standardized as in `nino-mlp` (`tensor_stats`) and laid on its edges as features
 (E, F * c) (F = `max_feat` slots per edge, c states; feature f, state t at f * c + t):
 
-    x = node_proj(Laplacian PE (V, lpe))                          (V, H)
+    x = node_proj(Laplacian PE (V, lpe)) + token_embed[row]       (V, H)
     e = edge_proj(features) + type_embed(edge type)               (E, H)
     for each of the first `layers - 1` rounds:                    (NiNo: 3 layers, hidden 128)
         scale, shift = edge_encoder(e).chunk(2)                   (E, H) each
@@ -21,6 +21,14 @@ This is NiNo's PNA with mean aggregation, modulated edges and edge updates, and 
 update: its last message-passing layer updates only nodes, which the edge head does not read, so
 it is kept (the checkpoints have it) but not run. Residual edges carry the constant feature 1 and
 self-loops 2 in slot 0, as NiNo's.
+
+The token embedding (`vocab_size` > 0; NiNo's `wte_pos_enc`, on in its default `nino.pt` with
+GPT-2's 50257 tokens) gives each node a learned vector by its token: `token_embed` has
+`vocab_size + 1` rows, row 0 for every node that is not a token and row t + 1 for the node of
+token t (`NeuronGraph.node_tokens`: the rows of the model's token embedding), NiNo's `pos_w`.
+A model whose token embedding has more rows than `vocab_size` gets the rows beyond it on the
+dummy row 0, with a `TokenVocabularyWarning` (NiNo itself would fail on the index): the others
+keep theirs. NiNo advises its `wte_pos_enc` checkpoints only for models with GPT-2's vocabulary.
 
 Message passing is pure torch (`index_add_` over edge chunks): PyTorch Geometric is not a
 dependency of weightcast (and not installed here), and the three operations NiNo needs, a gather
@@ -41,6 +49,7 @@ Two ways to call it:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -62,10 +71,17 @@ from weightcast.train_predictor.predictors.nino import (
 )
 from weightcast.zoo.layer_types import LAYER_TYPES
 
-__all__ = ["NiNoGraph"]
+from weightcast.errors import WeightcastWarning
+
+__all__ = ["NiNoGraph", "TokenVocabularyWarning"]
 
 _EDGE_CHUNK = 65_536  # edges per chunk: ~250 MB of temporaries at H 128, beside the (E, H) edge state
 _FEATURE = {TYPE_RESIDUAL: 1.0, TYPE_SELF_LOOP: 2.0}  # slot-0 feature of the structural edges
+
+
+class TokenVocabularyWarning(WeightcastWarning):
+    """A model's token embedding has more tokens than the `nino` predictor's token embedding: the
+    tokens beyond it are embedded as non-token nodes (the dummy row)."""
 
 
 @register_predictor
@@ -78,6 +94,7 @@ class NiNoGraph(PerTensorPredictor):
         max_feat: F, feature slots per edge (NiNo: 9, a 3 x 3 kernel).
         lpe: Laplacian eigenvectors per node (NiNo: 8; 0 for none).
         num_types: rows of the edge-type embedding (NiNo: 15).
+        vocab_size: tokens of the token embedding (NiNo's `nino.pt`: 50257, GPT-2's; 0: none).
         layer_type: the type `predict` uses when given none.  eps: of the standardization.
     """
 
@@ -94,11 +111,12 @@ class NiNoGraph(PerTensorPredictor):
         num_types: int = NINO_NUM_TYPES,
         layer_type: str = "linear",
         eps: float = 1e-6,
+        vocab_size: int = 0,
     ):
-        if hidden < 1 or layers < 1 or max_feat < 1 or lpe < 0 or eps < 0:
+        if hidden < 1 or layers < 1 or max_feat < 1 or lpe < 0 or eps < 0 or vocab_size < 0:
             raise self.config_error(
-                f"need hidden, layers, max_feat >= 1, lpe >= 0, eps >= 0; got {hidden=}, {layers=}, "
-                f"{max_feat=}, {lpe=}, {eps=}"
+                f"need hidden, layers, max_feat >= 1, lpe, eps, vocab_size >= 0; got {hidden=}, {layers=}, "
+                f"{max_feat=}, {lpe=}, {eps=}, {vocab_size=}"
             )
         if layer_type not in NINO_TYPE_IDS:
             raise self.config_error(f"layer_type must be one of {LAYER_TYPES}, got {layer_type!r}")
@@ -106,11 +124,11 @@ class NiNoGraph(PerTensorPredictor):
             raise self.config_error(f"num_types must exceed the self-loop type id {TYPE_SELF_LOOP}")
         config = dict(
             input_length=input_length, horizon=horizon, hidden=hidden, layers=layers, max_feat=max_feat,
-            lpe=lpe, num_types=num_types, layer_type=layer_type, eps=eps,
+            lpe=lpe, num_types=num_types, layer_type=layer_type, eps=eps, vocab_size=vocab_size,
         )  # fmt: skip
         super().__init__(input_length=input_length, horizon=horizon, config=config)
         self.eps, self.layer_type = eps, layer_type
-        self.hidden, self.max_feat, self.lpe = hidden, max_feat, lpe
+        self.hidden, self.max_feat, self.lpe, self.vocab_size = hidden, max_feat, lpe, vocab_size
         self.type_embed = nn.Embedding(num_types, hidden)
         self.node_proj = nn.Linear(max(lpe, 1), hidden)
         self.edge_proj = nn.Linear(max_feat * input_length, hidden)
@@ -122,6 +140,9 @@ class NiNoGraph(PerTensorPredictor):
         self.edge_out = nn.Sequential(
             nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, max_feat * horizon)
         )
+        # registered last, so that the other modules' initialization does not depend on it;
+        # row 0: the nodes that are not tokens, row t + 1: token t
+        self.token_embed = nn.Embedding(vocab_size + 1, hidden) if vocab_size else None
         self.apply(_init)
 
     # ------------------------------------------------------------ whole models
@@ -273,11 +294,34 @@ class NiNoGraph(PerTensorPredictor):
         return self.edge_proj(features.reshape(-1)) + self.type_embed.weight[type_id]
 
     def _node_inputs(self, graph: NeuronGraph, kw) -> Tensor:
-        if not self.lpe:
-            return torch.zeros(graph.num_nodes, self.hidden, **kw)
-        if graph.pe is None or graph.pe.shape[1] != self.lpe:
-            graph.pe = laplacian_pe(graph, self.lpe)
-        return self.node_proj(graph.pe.to(**kw))
+        """(V, H) initial node states: node_proj(Laplacian PE) + token_embed[row]."""
+        if self.lpe:
+            if graph.pe is None or graph.pe.shape[1] != self.lpe:
+                graph.pe = laplacian_pe(graph, self.lpe)
+            x = self.node_proj(graph.pe.to(**kw))
+        else:
+            x = torch.zeros(graph.num_nodes, self.hidden, **kw)
+        if self.token_embed is not None:
+            x = x + self.token_embed(self.token_rows(graph).to(kw["device"]))
+        return x
+
+    def token_rows(self, graph: NeuronGraph) -> Tensor:
+        """(V,) the `token_embed` row of each node: t + 1 for the node of token t < `vocab_size`,
+        0 for the others (warns, `TokenVocabularyWarning`, when tokens >= `vocab_size` exist)."""
+        tokens = graph.node_tokens
+        if tokens is None:
+            return torch.zeros(graph.num_nodes, dtype=torch.long)
+        beyond = tokens >= self.vocab_size
+        if beyond.any():
+            warnings.warn(
+                f"the model's token embedding has {int(tokens.max()) + 1} tokens, predictor 'nino' embeds "
+                f"{self.vocab_size} (vocab_size; NiNo's nino.pt: GPT-2's 50257): tokens {self.vocab_size}.."
+                f"{int(tokens.max())} get the non-token row; a model with another vocabulary is better "
+                "served by a nino bundle without the token embedding (nino_no_posw.pt)",
+                TokenVocabularyWarning,
+                stacklevel=4,  # the caller of predict_graph / graph_loss
+            )
+        return torch.where((tokens >= 0) & ~beyond, tokens + 1, 0)
 
     # ------------------------------------------------------------ message passing
 
@@ -317,7 +361,7 @@ class NiNoGraph(PerTensorPredictor):
 
     def deltas(self, z: Tensor, type_id: int | Tensor, rows: slice = slice(None)) -> Tensor:
         """Each scalar an isolated edge (node 2i -> 2i+1, self-loops on both, no positional
-        encoding): (N, c) standardized windows -> (N, k) deltas of the head's `rows` (slot 0)."""
+        encoding, no token): (N, c) standardized windows -> (N, k) deltas of the head's `rows` (slot 0)."""
         n, c, fs = z.shape[0], self.input_length, self.max_feat
         ids = torch.as_tensor(type_id, device=z.device).expand(n)
         feats = torch.cat([z, z.new_zeros(n, (fs - 1) * c)], dim=1)  # slot 0 holds the scalar
@@ -331,6 +375,8 @@ class NiNoGraph(PerTensorPredictor):
             if self.lpe
             else (z.new_zeros(2 * n, self.hidden))
         )
+        if self.token_embed is not None:  # no node is a token: the non-token row
+            x = x + self.token_embed.weight[0]
         e = self._rounds(x.contiguous(), e, src, dst, 2 * n)[:n]
         head = self.edge_out[2]
         k = torch.arange(self.horizon, device=z.device)[rows]  # slot 0's rows are 0 .. K - 1
