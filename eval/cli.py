@@ -45,7 +45,7 @@ from weightcast.eval.config import (
 )
 from weightcast.eval.forecast import ForecastResult, evaluate_forecast
 from weightcast.eval.report import REPORT_FILE, describe_methods, forecast_tables, speedup_table, write_report
-from weightcast.eval.speedup import RUN, preflight, run_speedup, summarize
+from weightcast.eval.speedup import RUN, mixed_sittings, preflight, run_speedup, summarize
 from weightcast.train_predictor.bundle import (
     SHIPPED_PREFIX, BundleFormatError, PredictorBundle, bundle_artifact, shipped_bundle_folder,
 )
@@ -128,6 +128,7 @@ def _work(
     if config.speedup.enabled:
         rows = run_speedup(config, bundles, out, echo=echo, on_row=lambda row: _log_run(tracker, row))
         summary = summarize(config, rows)
+        notes += mixed_sittings(rows)
     methods = describe_methods(config, bundles, unavailable)
     files = write_report(out, config, methods, forecast, summary, rows, notes)
     _track(tracker, forecast, summary, files)

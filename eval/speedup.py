@@ -54,6 +54,7 @@ import hashlib
 import json
 import math
 import os
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -74,6 +75,7 @@ from weightcast.zoo.train import build_model, steps_per_epoch, total_steps, trai
 __all__ = [
     "PLAIN",
     "RESULTS_FILE",
+    "mixed_sittings",
     "ABSOLUTE",
     "GRID",
     "RUN",
@@ -291,6 +293,7 @@ def run_speedup(
          f"then plain and {len(bundles)} methods at the chosen lr)), results in {path}")
     rows: list[dict[str, Any]] = []
     trained, warm = 0, set()
+    sitting = uuid.uuid4().hex[:12]  # this invocation: rows timed in another one ran under other load
     bar = tqdm(total=runs, unit="run", desc="speed-up", disable=not config.progress, dynamic_ncols=True)
 
     def say(line: str) -> None:  # above the bar, which is redrawn below it
@@ -307,7 +310,9 @@ def run_speedup(
             if label not in warm:
                 _warm_up(config, label)
                 warm.add(label)
-            done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key, role)
+            done[key] = _train_run(config, label, name, bundles.get(name), seed, lr, key, role) | {
+                "sitting": sitting
+            }
             _append_result(path, done[key])
             say(_run_line(done[key]))
             bar.update(1)
@@ -448,6 +453,23 @@ def summarize(config: EvalConfig, rows: Sequence[dict[str, Any]]) -> dict[str, A
             at["vs_line_fit"] = at["geomean_units"] / base if line_fit else math.nan
         means["vs_line_fit"] = means["targets"][target_names[0]]["vs_line_fit"]
     return {"targets": target_names, "tasks": tasks, "methods": methods, "line_fit": line_fit}
+
+
+def mixed_sittings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Notes for the report: the tasks whose compared runs (plain and the methods at the chosen lr)
+    were timed in more than one invocation of eval (resumed, or read from an earlier config's
+    results), where their wall-clock speed-ups compare runs made under different machine load."""
+    sittings: dict[str, set[str]] = {}
+    for row in rows:
+        if row["role"] == RUN:
+            sittings.setdefault(row["task"], set()).add(row.get("sitting", "unrecorded"))
+    return [
+        f"wall-clock on {task!r} compares runs timed in {len(ids)} sittings (results resumed or reused): "
+        "machine load may have differed between them; epochs and steps are unaffected; for a wall-clock "
+        "comparison, run into a fresh out_dir"
+        for task, ids in sittings.items()
+        if len(ids) > 1
+    ]
 
 
 def _status(stats: dict[str, Any], kept: bool) -> str:

@@ -4,7 +4,7 @@ a file the user already has, into a predictor bundle folder (`train_predictor.im
     weightcast import wnn-authors --conv NWNN_Conv_13.pt --fc NWNN_FC_13.pt --bias NWNN_Bias_13.pt \
         -o imported/wnn-authors
     weightcast import nino nino_mlp.pt -o imported/nino-mlp
-    weightcast import nino nino_no_posw.pt -o imported/nino
+    weightcast import nino nino.pt -o imported/nino          # or nino_no_posw.pt
 
 The folder loads like any bundle (`PredictorBundle.from_pretrained(folder)`, `bundle: <folder>` in
 eval configs). Nothing is downloaded.
@@ -54,7 +54,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     wnn.add_argument("--bias", required=True, metavar="FILE", help="NWNN_Bias_13.pt or .h5")
     nino = peers.add_parser(
         "nino",
-        help="a NiNo checkpoint (SamsungSAILMontreal/nino): nino_mlp.pt (nino-mlp) or nino_no_posw.pt (nino)",
+        help="a NiNo checkpoint (SamsungSAILMontreal/nino): nino_mlp.pt (nino-mlp), nino.pt or "
+        "nino_no_posw.pt (nino)",
     )
     nino.add_argument("checkpoint", metavar="FILE", help="{'state_dict', 'model_args'} .pt file")
     for sub in (wnn, nino):

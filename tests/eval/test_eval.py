@@ -30,13 +30,16 @@ from weightcast.eval.report import (
 )
 from weightcast.eval.speedup import (
     ABSOLUTE,
+    GRID,
     PLAIN,
     RESULTS_FILE,
+    RUN,
     counted_speedup,
     epochs_to_target,
     geometric_mean,
     mean_curve,
     lr_beyond_edge,
+    mixed_sittings,
     quality_kept,
     run_speedup,
     select_lr,
@@ -369,7 +372,7 @@ def test_shipped_zero_shot_suites_follow_the_protocol(name):
     for entry in tasks.values():  # a grid, never one (slow) lr: 3 lrs within a decade
         grid = entry.lrs(tune=True)
         assert len(grid) == 3 and grid[-1] / grid[0] <= 10 * (1 + 1e-9), grid
-    peers = {"linear-fit", "plp", "introspection", "wnn", "lfd2-nowcast", "lfd2-farcast"}
+    peers = {"linear-fit", "plp", "introspection", "wnn", "lfd2", "nino-mlp", "lfd2-farcast"}
     assert peers <= set(config.methods)
     bundles = {m: open_method_bundle(method) for m, method in config.methods.items()}
     assert check_zero_shot({k: e.task for k, e in tasks.items()}, bundles, False, name) == []
@@ -492,6 +495,18 @@ def test_debug_config_end_to_end_and_resume(inputs, tmp_path, capsys):
     assert f"speed-up: 0 runs trained now, {len(lines)} read from" in "\n".join(messages), messages
     assert (out / RESULTS_FILE).read_text().splitlines() == lines
     assert again.summary["methods"] == result.summary["methods"]
+    assert not [n for n in again.notes if "sittings" in n]  # every compared run timed in one sitting
+
+
+def test_mixed_sittings_name_the_tasks_whose_wall_clock_mixes_invocations():
+    rows = [
+        {"task": "a", "role": RUN, "sitting": "x"}, {"task": "a", "role": RUN, "sitting": "x"},
+        {"task": "b", "role": GRID, "sitting": "z"},  # the lr grid is not compared in wall-clock
+        {"task": "b", "role": RUN, "sitting": "x"}, {"task": "b", "role": RUN},  # a row from before sittings
+    ]
+    notes = mixed_sittings(rows)
+    assert len(notes) == 1 and notes[0].startswith("wall-clock on 'b' compares runs timed in 2 sittings")
+    assert mixed_sittings(rows[:3]) == []
 
 
 def test_zero_shot_is_enforced(inputs, tmp_path):
