@@ -137,3 +137,14 @@ def test_wheel_holds_one_package_and_runs_the_quickstart_from_an_empty_folder(tm
     result = subprocess.run(command, cwd=empty, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "quickstart finished" in result.stdout and (empty / "qs" / "eval" / "report.md").is_file()
+
+
+def test_an_unknown_shipped_config_is_a_user_error_naming_the_shipped_ones():
+    from weightcast.configs import config_path
+    from weightcast.errors import WeightcastError
+
+    assert config_path("eval", "zero-shot").is_file()
+    with pytest.raises(WeightcastError, match=r"no shipped config eval/nope\.yaml; shipped: .*eval/zero-shot"):
+        config_path("eval", "nope")
+    with pytest.raises(FileNotFoundError):  # still what code that caught the built-in one expects
+        config_path("eval", "nope")
