@@ -2,13 +2,10 @@
 shard stops `weightcast train-predictor` with a named error instead of training on less, and a
 collection's index fields never reach the shell of a `pipe:` location."""
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,8 @@ from weightcast.collect.schema import SchemaError
 from weightcast.errors import USER_ERROR_EXIT_CODE
 from weightcast.train_predictor.cli import COMMAND
 from weightcast.train_predictor.data import WindowSpec, open_collection, train_batches, validation_windows
+
+from ..http_folder import serve_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECT_DEBUG = ROOT / "configs" / "collect" / "debug.yaml"
@@ -85,17 +84,11 @@ def test_train_predictor_refuses_a_truncated_shard(collection, tmp_path, capsys)
 
 def test_truncated_shard_over_http_is_refused(collection, tmp_path):
     copy, shard = _damaged_copy(collection, tmp_path, "truncate")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=copy)
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        source = open_collection(f"http://127.0.0.1:{server.server_address[1]}")
+    with serve_folder(copy) as url:
+        source = open_collection(url)
         run_ids = {r["run_id"] for r in source.runs}
         with pytest.raises(CorruptShardError, match=rf"{shard}: it holds 1 samples, the index says 2"):
             validation_windows(source, "linear", run_ids, SPEC, windows_per_history=4, max_windows=100)
-    finally:
-        server.shutdown()
 
 
 def test_index_fields_never_reach_the_shell_of_a_pipe_location(collection, tmp_path):

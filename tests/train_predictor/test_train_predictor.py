@@ -3,7 +3,6 @@ held-out runs, splitting across ranks, a collection served over HTTP), the fit l
 and resume, the debug config's bundles, torchrun with 2 CPU processes, and the errors."""
 
 import functools
-import http.server
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from weightcast.zoo.config import ConfigError
 from weightcast.zoo.optim import OptimizerConfig, ScheduleConfig
 from weightcast.zoo.registry import UnknownNameError
 
+from ..http_folder import serve_folder
 from ..wandb_records import offline_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,12 +203,8 @@ def test_validation_runs_are_held_out_whole(collection):
 
 
 def test_collection_over_http_reads_the_same_windows(collection):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=collection)
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        remote = open_collection(f"http://127.0.0.1:{server.server_address[1]}/")
+    with serve_folder(collection) as url:
+        remote = open_collection(f"{url}/")
         local = open_collection(collection)
         assert remote.index == local.index and remote.runs == local.runs
         ids = {r["run_id"] for r in local.runs}
@@ -216,8 +212,6 @@ def test_collection_over_http_reads_the_same_windows(collection):
         a = validation_windows(remote, "bias", ids, spec, windows_per_history=8, max_windows=1000, seed=1)
         b = validation_windows(local, "bias", ids, spec, windows_per_history=8, max_windows=1000, seed=1)
         assert len(a) > 0 and torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
-    finally:
-        server.shutdown()
 
 
 def test_debug_config_trains_bundles_that_load_back(collection, tmp_path, capsys, monkeypatch):
