@@ -385,38 +385,13 @@ class Nowcaster:
                 if not math.isfinite(before):
                     self._warn_nan(f"before the jump at call {self.stats.calls}")
                     return self._record("rolled_back_guard", start, horizon, probes, before, scale=0.0)
-                if self.stats.attempted == 0 and config.progress_tolerance and config.guard_rule != "accept":
-                    # the first period's fall counts from the window's oldest snapshot: from
-                    # construction it would include the first steps' steep fall, an outsized credit
-                    full = len(self._losses) == self.bundle.input_length  # probed at each snapshot
-                    self._reference = self._losses[0] if full else self._window_start_loss(backup)
-                rise = allowed_rise(
-                    before,
-                    config.tolerance,
-                    progress=self._reference - before,  # the fall over the period (NaN: no credit)
-                    progress_tolerance=config.progress_tolerance,
-                    noise=trajectory_noise(self._losses) if config.noise_tolerance else 0.0,
-                    noise_tolerance=config.noise_tolerance,
-                )
-                line = config.guard_rule == "line-search"
-
-                def loss_at(scale: float) -> float:
-                    self._write(steps, scale, backup)
-                    return self._probe_loss()
-
                 if config.guard_rule == "accept":  # no probe now: the look-ahead judges it, if on
                     self._write(steps, 1.0, backup)
                 else:
-                    result = line_search(
-                        loss_at, before, config.scales if line else [1.0], rise, expand=line and config.expand
-                    )
-                    scale, after = result.scale, result.loss
-                    self._reference = after if scale else before  # the next period's starting loss
+                    scale, after = self._search_scale(steps, backup, before)
                     if scale == 0.0:
                         self._restore(backup)
                         return self._record("rolled_back_guard", start, horizon, probes, before, after, 0.0)
-                    if scale != result.tried[-1][0]:  # the weights hold the last scale probed
-                        self._write(steps, scale, backup)
                 if config.lookahead:  # what to restore if the look-ahead fails, before the policy runs
                     pending = _Pending(backup, self._optimizer_state(), before, len(self.stats.jumps))
             else:
@@ -438,6 +413,37 @@ class Nowcaster:
             jump.seconds if self._jump_seconds is None else min(self._jump_seconds, jump.seconds)
         )
         return jump
+
+    def _search_scale(self, steps: list[Tensor], backup: list[Tensor], before: float) -> tuple[float, float]:
+        """The guard's rule ("line-search" or "veto", eval.runtime.guard) on the predicted `steps`
+        from the weights `backup`, whose probe loss is `before`: (kept scale, its probe loss), the
+        weights left at that scale; (0.0, the lowest loss probed) when none is kept."""
+        config = self.config
+        if self.stats.attempted == 0 and config.progress_tolerance:
+            # the first period's fall counts from the window's oldest snapshot: from construction
+            # it would include the first steps' steep fall, an outsized credit
+            full = len(self._losses) == self.bundle.input_length  # probed at each snapshot
+            self._reference = self._losses[0] if full else self._window_start_loss(backup)
+        rise = allowed_rise(
+            before,
+            config.tolerance,
+            progress=self._reference - before,  # the fall over the period (NaN: no credit)
+            progress_tolerance=config.progress_tolerance,
+            noise=trajectory_noise(self._losses) if config.noise_tolerance else 0.0,
+            noise_tolerance=config.noise_tolerance,
+        )
+        line = config.guard_rule == "line-search"
+
+        def loss_at(scale: float) -> float:
+            self._write(steps, scale, backup)
+            return self._probe_loss()
+
+        scales = config.scales if line else [1.0]
+        result = line_search(loss_at, before, scales, rise, expand=line and config.expand)
+        self._reference = result.loss if result.scale else before  # the next period's starting loss
+        if result.scale and result.scale != result.tried[-1][0]:  # the weights hold the last scale probed
+            self._write(steps, result.scale, backup)
+        return result.scale, result.loss
 
     def _record(
         self,
